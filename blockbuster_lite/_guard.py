@@ -1,0 +1,359 @@
+"""Guards: intercept(), activate(), deactivate(), activate_from_env(), allow_blocking()."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from ._patching import patcher
+from ._policy import AllowRule, ConfigError, Mode, parse_allow, parse_mode, parse_scope
+from ._report import Violation, logger
+from ._state import exempt, state
+
+__all__ = [
+    "Guard",
+    "activate",
+    "activate_from_env",
+    "allow_blocking",
+    "deactivate",
+    "intercept",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: A process-wide guard keeps at most this many violations (the oldest are dropped).
+PROCESS_GUARD_MAX_VIOLATIONS = 10_000
+
+
+class Guard:
+    """An active (or activatable) sanitizer configuration.
+
+    Use it as a context manager (sync or async) or as a decorator of sync and async functions; a
+    decorated function gets a fresh guard, with the same settings, for each call.
+    ``violations`` lists every detection made while the guard was active, including those whose
+    ``BlockingCallError`` the code under test swallowed.
+    """
+
+    def __init__(
+        self,
+        mode: Mode | str = Mode.RAISE,
+        *,
+        allow: Iterable[str] | str = (),
+        scope: Iterable[str] | str | None = None,
+        watchdog: float | None = None,
+        source: str = "intercept()",
+        max_violations: int | None = None,
+    ) -> None:
+        self.mode = parse_mode(mode, f"{source} argument 'mode'")
+        self.allow: tuple[AllowRule, ...] = parse_allow(allow, f"{source} argument 'allow'")
+        self.scope = parse_scope(scope, f"{source} argument 'scope'")
+        if watchdog is not None:
+            if isinstance(watchdog, bool) or not isinstance(watchdog, (int, float)):
+                raise ConfigError(
+                    f"invalid watchdog {watchdog!r} from {source}: expected seconds (a number > 0)"
+                )
+            if not watchdog > 0:
+                raise ConfigError(f"invalid watchdog {watchdog!r} from {source}: must be > 0")
+        self.watchdog = float(watchdog) if watchdog is not None else None
+        if self.mode is Mode.OFFLOAD:
+            from ._offload import require_offload
+
+            require_offload(source)
+        self._source = source
+        self._max = max_violations
+        self._violations: deque[Violation] = deque(maxlen=max_violations)
+        self._reported: set[tuple[str, str, int]] = set()
+        self._lock = threading.Lock()
+        self._active = False
+        self._watchdog_handle: Any = None
+        #: While True, raise mode only warns (start-up grace; see the runner and the middleware).
+        self.in_startup = False
+
+    # -- configuration ---------------------------------------------------------------------
+    def _copy(self) -> Guard:
+        return Guard(
+            self.mode,
+            allow=[rule.text for rule in self.allow],
+            scope=self.scope,
+            watchdog=self.watchdog,
+            source=self._source,
+            max_violations=self._max,
+        )
+
+    def effective_mode(self) -> Mode:
+        if self.in_startup and self.mode is Mode.RAISE:
+            return Mode.WARN
+        return self.mode
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @property
+    def violations(self) -> list[Violation]:
+        with self._lock:
+            return list(self._violations)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._violations.clear()
+            self._reported.clear()
+
+    def __repr__(self) -> str:
+        state_text = "active" if self._active else "inactive"
+        return f"<Guard mode={self.mode.value} {state_text} violations={len(self._violations)}>"
+
+    # -- recording (called from the hot path) -----------------------------------------------
+    def _record(self, violation: Violation) -> None:
+        with self._lock:
+            self._violations.append(violation)
+
+    def first_report(self, violation: Violation) -> bool:
+        """True the first time this guard sees this call at this site (deduplicates reports)."""
+        key = (violation.call, violation.filename, violation.lineno)
+        with self._lock:
+            if key in self._reported:
+                return False
+            self._reported.add(key)
+            return True
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> Guard:
+        with patcher.lock:
+            if self._active:
+                raise RuntimeError(f"{self!r} is already active; a guard can be entered once")
+            patcher.acquire()
+            self._active = True
+            state.guards = (*state.guards, self)
+        if self.watchdog is not None:
+            try:
+                from ._watchdog import start_watchdog
+
+                self._watchdog_handle = start_watchdog(self, self.watchdog)
+            except Exception:
+                self.stop()
+                raise
+        return self
+
+    def stop(self) -> None:
+        with patcher.lock:
+            if not self._active:
+                return
+            self._active = False
+            state.guards = tuple(g for g in state.guards if g is not self)
+            patcher.release()
+        handle, self._watchdog_handle = self._watchdog_handle, None
+        if handle is not None:
+            handle.stop()
+
+    def __enter__(self) -> Guard:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Guard:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self._copy():
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._copy():
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+
+def intercept(
+    mode: Mode | str = Mode.RAISE,
+    *,
+    allow: Iterable[str] | str = (),
+    scope: Iterable[str] | str | None = None,
+    watchdog: float | None = None,
+) -> Guard:
+    """A guard for a block of code or a function: ``with intercept("raise") as guard: ...``."""
+    return Guard(mode, allow=allow, scope=scope, watchdog=watchdog, source="intercept()")
+
+
+_process_guard: Guard | None = None
+_process_lock = threading.RLock()
+
+
+def activate(
+    mode: Mode | str = Mode.WARN,
+    *,
+    allow: Iterable[str] | str = (),
+    scope: Iterable[str] | str | None = None,
+    watchdog: float | None = None,
+    source: str = "activate()",
+) -> Guard:
+    """Turn the sanitizer on for the whole process (servers). Idempotent.
+
+    A second call with the same settings returns the active guard; with other settings it
+    reconfigures that guard in place (logged).
+    """
+    global _process_guard
+    guard = Guard(
+        mode,
+        allow=allow,
+        scope=scope,
+        watchdog=watchdog,
+        source=source,
+        max_violations=PROCESS_GUARD_MAX_VIOLATIONS,
+    )
+    with _process_lock:
+        current = _process_guard
+        if current is not None and current.active:
+            if (current.mode, current.allow, current.scope, current.watchdog) != (
+                guard.mode,
+                guard.allow,
+                guard.scope,
+                guard.watchdog,
+            ):
+                logger.info("blockbuster_lite: reconfiguring the active process guard")
+                if current.watchdog != guard.watchdog:
+                    current.stop()
+                    current.watchdog = guard.watchdog
+                    current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope
+                    return current.start()
+                current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope
+            else:
+                logger.debug("blockbuster_lite: activate() called again; already active")
+            return current
+        _process_guard = guard.start()
+        return guard
+
+
+def deactivate() -> None:
+    """Turn the process-wide guard off; with no other guard active, every original is restored."""
+    global _process_guard
+    with _process_lock:
+        guard, _process_guard = _process_guard, None
+    if guard is not None:
+        guard.stop()
+
+
+def process_guard() -> Guard | None:
+    return _process_guard
+
+
+ENV_MODE = "BLOCKBUSTER_LITE_MODE"
+ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
+ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
+ENV_WATCHDOG_MS = "BLOCKBUSTER_LITE_WATCHDOG_MS"
+
+
+def parse_watchdog_ms(value: str, source: str) -> float | None:
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        milliseconds = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"invalid watchdog threshold {value!r} from {source}: expected milliseconds"
+        ) from None
+    if not milliseconds > 0:
+        raise ConfigError(f"invalid watchdog threshold {value!r} from {source}: must be > 0")
+    return milliseconds / 1000
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The settings the BLOCKBUSTER_LITE_* variables ask for, validated; None when unset/off."""
+    env = os.environ if environ is None else environ
+    raw_mode = env.get(ENV_MODE, "").strip()
+    if not raw_mode:
+        return None
+    mode = parse_mode(raw_mode, ENV_MODE)
+    settings: dict[str, Any] = {
+        "mode": mode,
+        "allow": [rule.text for rule in parse_allow(env.get(ENV_ALLOW, ""), ENV_ALLOW)],
+        "scope": parse_scope(env.get(ENV_SCOPE) or None, ENV_SCOPE),
+        "watchdog": parse_watchdog_ms(env.get(ENV_WATCHDOG_MS, ""), ENV_WATCHDOG_MS),
+    }
+    if mode is Mode.OFF:
+        return None
+    return settings
+
+
+def activate_from_env(environ: Mapping[str, str] | None = None) -> Guard | None:
+    """Activate process-wide as the BLOCKBUSTER_LITE_* variables say; None when unset or off."""
+    settings = settings_from_env(environ)
+    if settings is None:
+        return None
+    return activate(**settings, source=ENV_MODE)
+
+
+class allow_blocking:
+    """Exempt the current task or thread (a ContextVar) from every guard.
+
+    ``with allow_blocking(): ...``, ``@allow_blocking`` or ``@allow_blocking()`` on sync and
+    async functions. Other tasks and threads stay checked.
+    """
+
+    def __new__(cls, func: Callable[..., Any] | None = None) -> Any:
+        instance = super().__new__(cls)
+        instance._tokens = []
+        if func is not None:
+            return instance(func)
+        return instance
+
+    _tokens: list[Token[bool]]
+
+    def __enter__(self) -> None:
+        self._tokens.append(exempt.set(True))
+
+    def __exit__(self, *exc_info: object) -> None:
+        exempt.reset(self._tokens.pop())
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = exempt.set(True)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    exempt.reset(token)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = exempt.set(True)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                exempt.reset(token)
+
+        return cast(F, wrapper)

@@ -1,0 +1,199 @@
+"""The wrapper every patched call goes through, and what happens on the loop thread.
+
+Off the loop the wrapper answers one question and calls through; everything else (predicate,
+frame walk, report) happens only for calls made on a thread that drives an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from asyncio import _get_running_loop
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ._loop import current_task_name, trio_state
+from ._policy import Mode, Site, locate
+from ._report import (
+    BlockingCallError,
+    BlockingCallWarning,
+    Violation,
+    current_thread_name,
+    format_message,
+    logger,
+    render_stack,
+)
+from ._state import exempt, reentrant, request_context, state
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+    from ._patching import Target
+
+__all__ = ["checked_call", "make_handler"]
+
+Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+_failures_logged: set[tuple[str, type[BaseException]]] = set()
+
+
+def make_handler(target: Target) -> Handler:
+    """Build the wrapt wrapper for one target: ``(wrapped, instance, args, kwargs)``."""
+
+    def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _get_running_loop() is None:
+            run_context = trio_state.run_context
+            if run_context is None or "runner" not in run_context.__dict__:
+                return wrapped(*args, **kwargs)
+        return checked_call(target, wrapped, instance, args, kwargs)
+
+    return handler
+
+
+def checked_call(
+    target: Target, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A patched call made on a loop thread: decide, then act by the innermost guard's mode."""
+    guards = state.guards
+    if not guards or reentrant.get() or exempt.get():
+        return wrapped(*args, **kwargs)
+    guard = guards[-1]
+    if guard.mode is Mode.OFF:
+        return wrapped(*args, **kwargs)
+    site: Site | None = None
+    try:
+        predicate = target.predicate
+        blocking = predicate is None or predicate(instance, args, kwargs)
+        if blocking:
+            site = locate(sys._getframe(1), guard.allow, guard.scope)
+    except Exception as exc:  # a bug in a predicate never reaches the user's program
+        _log_failure(target.call, exc)
+        blocking = False
+    if not blocking:
+        return wrapped(*args, **kwargs)
+    if site is None:  # the machinery, an allow rule, or out of scope: calls made inside are too
+        token = reentrant.set(True)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            reentrant.reset(token)
+    return _act(guard, target, site, wrapped, instance, args, kwargs)
+
+
+def _act(
+    guard: Guard,
+    target: Target,
+    site: Site,
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    mode = guard.effective_mode()
+    advice = target.advice
+    if mode is Mode.OFFLOAD:
+        from ._offload import try_offload
+
+        offloaded, result, reason = try_offload(guard, target, site, wrapped, args, kwargs)
+        if offloaded:
+            return result
+        mode = Mode.WARN
+        advice = f"could not offload: {reason}; {advice}"
+    try:
+        violation = _build(target, site, mode, advice)
+    except Exception as exc:
+        _log_failure(target.call, exc)
+        return wrapped(*args, **kwargs)
+    if mode is Mode.RAISE:
+        record(violation)
+        if guard.first_report(violation):
+            logger.warning("%s", format_message(violation))
+        raise BlockingCallError(violation)
+    if mode is Mode.WARN and guard.first_report(violation):
+        _warn(violation, site)
+    token = reentrant.set(True)
+    start = time.perf_counter()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        duration = time.perf_counter() - start
+        reentrant.reset(token)
+        _after_call(violation, mode, duration)
+
+
+def _after_call(violation: Violation, mode: Mode, duration: float) -> None:
+    try:
+        violation = replace(violation, duration_s=duration)
+        record(violation)
+        if mode is Mode.LOG:
+            logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
+    except Exception as exc:
+        _log_failure(violation.call, exc)
+
+
+def _build(target: Target, site: Site, mode: Mode, advice: str) -> Violation:
+    context = request_context.get()
+    return Violation(
+        call=target.call,
+        filename=site.info.filename,
+        lineno=site.frame.f_lineno,
+        function=site.info.qualname,
+        stack=render_stack(site.frame),
+        action=mode,
+        thread_name=current_thread_name(),
+        task_name=current_task_name(),
+        context=dict(context) if context else {},
+        advice=advice,
+    )
+
+
+def _warn(violation: Violation, site: Site) -> None:
+    token = reentrant.set(True)
+    try:
+        warnings.warn_explicit(
+            format_message(violation),
+            BlockingCallWarning,
+            violation.filename,
+            violation.lineno,
+            module=site.info.module or None,
+            registry=None,
+            module_globals=site.frame.f_globals,
+        )
+    finally:
+        reentrant.reset(token)
+
+
+def record(violation: Violation) -> None:
+    """Add a violation to every active guard and tell the observers."""
+    token = reentrant.set(True)
+    try:
+        for guard in state.guards:
+            guard._record(violation)
+        for observer in state.observers:
+            try:
+                observer(violation)
+            except Exception as exc:
+                _log_failure(f"observer {observer!r}", exc)
+    finally:
+        reentrant.reset(token)
+
+
+def _log_failure(what: str, exc: BaseException) -> None:
+    key = (what, type(exc))
+    if key in _failures_logged:
+        return
+    _failures_logged.add(key)
+    token = reentrant.set(True)
+    try:
+        logger.log(
+            logging.ERROR,
+            "blockbuster_lite: internal error while checking %s; the call proceeded unchecked",
+            what,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+    except Exception:
+        pass
+    finally:
+        reentrant.reset(token)

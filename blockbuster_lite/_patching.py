@@ -1,0 +1,184 @@
+"""Targets (what to patch) and the reference-counted, reversible installation of their wrappers.
+
+A target names a module and a dotted attribute path. Installing wraps the original object in a
+``wrapt.FunctionWrapper`` (or a target-specific replacement, for C types that cannot be wrapped)
+and remembers whether the attribute lived in the owner's own ``__dict__``; uninstalling restores
+the exact original object, or deletes the attribute again when it had been inherited. Modules that
+are not imported yet are patched when they are imported (wrapt's post-import hooks), never
+imported by us.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+
+from ._hotpath import make_handler
+from ._loop import note_trio_imported
+from ._report import DEFAULT_ADVICE, logger
+
+__all__ = ["Predicate", "Target", "patcher"]
+
+#: ``(instance, args, kwargs) -> True`` when the call would really block.
+Predicate = Callable[[Any, tuple[Any, ...], dict[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One patched callable."""
+
+    module: str
+    path: str
+    call: str
+    predicate: Predicate | None = None
+    advice: str = DEFAULT_ADVICE
+    offload: bool = True  # safe to run in a worker thread in offload mode
+    #: Builds a replacement from the original instead of a FunctionWrapper (C types, factories).
+    replace: Callable[[Any], Any] | None = None
+
+
+@dataclass
+class _Applied:
+    target: Target
+    owner: Any
+    name: str
+    had_own: bool
+    original: Any
+    replacement: Any
+
+
+class ActivationError(RuntimeError):
+    """A target could not be patched; everything patched in that attempt was rolled back."""
+
+
+def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
+    own = vars(owner)
+    if name in own:
+        return True, own[name]
+    if isinstance(owner, type):
+        for klass in owner.__mro__[1:]:
+            if name in vars(klass):
+                return False, vars(klass)[name]
+    raise AttributeError(name)
+
+
+class Patcher:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._targets: dict[str, list[Target]] = {}
+        self._applied: dict[tuple[str, str], _Applied] = {}
+        self._hooked: set[str] = set()
+        self.refcount = 0
+
+    def register(self, targets: Iterable[Target]) -> None:
+        with self._lock:
+            for target in targets:
+                self._targets.setdefault(target.module, []).append(target)
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self.refcount == 0:
+                self._install_all()
+            self.refcount += 1
+
+    def release(self) -> None:
+        with self._lock:
+            if self.refcount <= 0:
+                return
+            self.refcount -= 1
+            if self.refcount == 0:
+                self._uninstall(list(self._applied.values()))
+
+    def applied(self) -> list[str]:
+        return sorted(f"{a.target.module}:{a.target.path}" for a in self._applied.values())
+
+    def _install_all(self) -> None:
+        note_trio_imported()
+        installed: list[_Applied] = []
+        try:
+            for module_name, targets in self._targets.items():
+                module = sys.modules.get(module_name)
+                if module is not None:
+                    installed.extend(self._install(module, targets))
+        except BaseException:
+            self._uninstall(installed)
+            raise
+        for module_name in [*self._targets, "trio"]:
+            if module_name not in self._hooked:
+                self._hooked.add(module_name)
+                wrapt.register_post_import_hook(self._on_import, module_name)
+
+    def _on_import(self, module: Any) -> None:
+        if module.__name__ == "trio":
+            note_trio_imported()
+            return
+        with self._lock:
+            if self.refcount == 0:
+                return
+            try:
+                self._install(module, self._targets.get(module.__name__, []))
+            except Exception:
+                logger.exception("blockbuster_lite: could not patch %s on import", module.__name__)
+
+    def _install(self, module: Any, targets: list[Target]) -> list[_Applied]:
+        done: list[_Applied] = []
+        try:
+            for target in targets:
+                key = (target.module, target.path)
+                if key in self._applied:
+                    continue
+                *parents, name = target.path.split(".")
+                owner = module
+                try:
+                    for part in parents:
+                        owner = getattr(owner, part)
+                    had_own, original = _static_lookup(owner, name)
+                except AttributeError:
+                    logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
+                    continue
+                if target.replace is not None:
+                    replacement = target.replace(original)
+                else:
+                    replacement = wrapt.FunctionWrapper(original, make_handler(target))
+                try:
+                    setattr(owner, name, replacement)
+                except (TypeError, AttributeError) as exc:
+                    raise ActivationError(
+                        f"could not patch {target.module}.{target.path}: {exc}"
+                    ) from exc
+                applied = _Applied(target, owner, name, had_own, original, replacement)
+                self._applied[key] = applied
+                done.append(applied)
+        except BaseException:
+            self._uninstall(done)
+            raise
+        return done
+
+    def _uninstall(self, applied: list[_Applied]) -> None:
+        for item in reversed(applied):
+            self._applied.pop((item.target.module, item.target.path), None)
+            current = vars(item.owner).get(item.name)
+            if current is not item.replacement:
+                logger.warning(
+                    "blockbuster_lite: %s.%s was replaced by someone else while patched; "
+                    "leaving it as it is",
+                    item.target.module,
+                    item.target.path,
+                )
+                continue
+            if item.had_own:
+                setattr(item.owner, item.name, item.original)
+            else:
+                delattr(item.owner, item.name)
+
+
+patcher = Patcher()

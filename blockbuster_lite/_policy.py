@@ -1,0 +1,297 @@
+"""Modes, allow rules, scope, and the per-call decision about *where* a call came from.
+
+The decision walks the caller's frames, but every frame is classified once per code object and
+cached, so a call site seen before costs one dictionary lookup per frame and never re-reads
+filenames or module names.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sysconfig
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import CodeType, FrameType
+
+__all__ = [
+    "AllowRule",
+    "ConfigError",
+    "Mode",
+    "Site",
+    "locate",
+    "parse_allow",
+    "parse_mode",
+    "parse_scope",
+]
+
+
+class ConfigError(ValueError):
+    """A setting was invalid; the message names the value and where it came from."""
+
+
+class Mode(str, enum.Enum):
+    """What a guard does with a blocking call made on the event-loop thread."""
+
+    OFF = "off"
+    LOG = "log"
+    WARN = "warn"
+    RAISE = "raise"
+    OFFLOAD = "offload"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_mode(value: Mode | str, source: str = "argument 'mode'") -> Mode:
+    """Return the Mode for ``value``; reject anything else with a message naming ``source``."""
+    if isinstance(value, Mode):
+        return value
+    if isinstance(value, str):
+        try:
+            return Mode(value.strip().lower())
+        except ValueError:
+            pass
+    choices = ", ".join(mode.value for mode in Mode)
+    raise ConfigError(f"invalid mode {value!r} from {source} (expected one of: {choices})")
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """One allow rule: ``package.module``, ``path/file.py`` or ``path/file.py:function``."""
+
+    text: str
+    module: str | None = None
+    path: str | None = None
+    function: str | None = None
+
+    def matches(self, module: str, filename: str, qualname: str) -> bool:
+        if self.module is not None:
+            return module == self.module or module.startswith(self.module + ".")
+        assert self.path is not None
+        if not (filename == self.path or filename.endswith("/" + self.path)):
+            return False
+        if self.function is None:
+            return True
+        return qualname == self.function or qualname.rsplit(".", 1)[-1] == self.function
+
+
+def _parse_rule(text: object, source: str) -> AllowRule:
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"invalid allow rule {text!r} from {source}: expected a non-empty string")
+    rule = text.strip()
+    path, sep, function = rule.partition(":")
+    if sep and (not function.replace(".", "").replace("_", "a").isalnum() or not path):
+        raise ConfigError(
+            f"invalid allow rule {text!r} from {source}: expected 'path/file.py:function'"
+        )
+    if path.endswith(".py") or "/" in path or os.sep in path:
+        if not path.endswith(".py"):
+            raise ConfigError(
+                f"invalid allow rule {text!r} from {source}: a path rule must name a .py file"
+            )
+        return AllowRule(rule, path=path.replace(os.sep, "/"), function=function or None)
+    if sep:
+        raise ConfigError(
+            f"invalid allow rule {text!r} from {source}: ':function' needs a path/file.py before it"
+        )
+    if not all(part.isidentifier() for part in path.split(".")):
+        raise ConfigError(
+            f"invalid allow rule {text!r} from {source}: expected a module name "
+            "('pkg.module'), a file ('path/file.py') or 'path/file.py:function'"
+        )
+    return AllowRule(rule, module=path)
+
+
+def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") -> tuple[AllowRule, ...]:
+    """Parse allow rules given as an iterable or a comma-separated string."""
+    if isinstance(rules, str):
+        items: list[object] = [part for part in rules.split(",") if part.strip()]
+    else:
+        try:
+            items = list(rules)
+        except TypeError:
+            raise ConfigError(
+                f"invalid allow rules {rules!r} from {source}: expected a list of strings"
+            ) from None
+    return tuple(_parse_rule(item, source) for item in items)
+
+
+def parse_scope(
+    scope: Iterable[str] | str | None, source: str = "argument 'scope'"
+) -> tuple[str, ...] | None:
+    """Parse a scope (packages whose calls are checked); None means everything."""
+    if scope is None:
+        return None
+    items = scope.split(",") if isinstance(scope, str) else list(scope)
+    result = []
+    for item in items:
+        if not isinstance(item, str) or not all(p.isidentifier() for p in item.strip().split(".")):
+            raise ConfigError(f"invalid scope entry {item!r} from {source}: expected a package name")
+        result.append(item.strip())
+    return tuple(result) or None
+
+
+# --- frame classification -------------------------------------------------------------------
+
+USER, LIBRARY, STDLIB, INTERNAL = 0, 1, 2, 3
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_STDLIB_DIRS = tuple(
+    {
+        os.path.realpath(p) + os.sep
+        for p in (sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"))
+        if p
+    }
+    | {os.path.abspath(p) + os.sep for p in (sysconfig.get_path("stdlib"),) if p}
+)
+
+# The framework's own machinery: a blocking call reached through one of these, before any user
+# frame, is not the user's doing. Each entry is (module, qualified function or None for all).
+MACHINERY: tuple[tuple[str, str | None], ...] = (
+    ("importlib", None),  # imports read files
+    ("zipimport", None),
+    ("pkgutil", None),
+    ("linecache", None),  # traceback rendering reads source lines
+    ("traceback", None),
+    ("tokenize", None),
+    ("inspect", "getsourcelines"),
+    ("inspect", "getsourcefile"),
+    ("inspect", "getfile"),
+    ("inspect", "findsource"),
+    ("inspect", "getmodule"),
+    ("logging", None),  # handlers writing to streams and files
+    ("warnings", None),
+    ("pdb", None),  # the debugger
+    ("bdb", None),
+    ("pydevd", None),
+    ("debugpy", None),
+    ("_pytest", None),  # pytest and coverage internals
+    ("pytest", None),
+    ("pluggy", None),
+    ("coverage", None),
+    ("threading", "Thread.start"),  # waits for the new thread to signal it started
+    ("concurrent.futures.thread", None),  # executor bookkeeping (worker start, shutdown)
+    ("asyncio.base_events", None),  # the loop's own selector, executor and self-pipe
+    ("asyncio.selector_events", None),
+    ("asyncio.unix_events", None),
+    ("asyncio.events", None),
+    ("asyncio.runners", None),
+    ("selectors", None),
+    ("fastapi.dependencies.utils", None),  # first-request endpoint introspection
+    ("fastapi.routing", "APIRoute.__init__"),
+    ("pydantic", None),
+    ("typing", None),
+    ("uvicorn.config", None),
+    ("mimetypes", None),
+    ("sysconfig", None),
+    ("site", None),
+    ("ssl", "create_default_context"),
+    ("ssl", "SSLContext.load_verify_locations"),
+    ("certifi", None),
+)
+
+_MACHINERY_MODULES: dict[str, tuple[str | None, ...]] = {}
+for _module, _function in MACHINERY:
+    _MACHINERY_MODULES.setdefault(_module, ())
+    _MACHINERY_MODULES[_module] += (_function,)
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What we know about one code object, computed once."""
+
+    kind: int
+    module: str
+    filename: str
+    qualname: str
+    machinery: bool
+
+
+_code_cache: dict[CodeType, CodeInfo] = {}
+
+
+def _is_machinery(module: str, qualname: str) -> bool:
+    name = module
+    while name:
+        functions = _MACHINERY_MODULES.get(name)
+        if functions is not None and (None in functions or qualname in functions):
+            return True
+        name = name.rpartition(".")[0]
+    return False
+
+
+def _classify(code: CodeType, module: str) -> CodeInfo:
+    filename = code.co_filename
+    qualname: str = getattr(code, "co_qualname", code.co_name)
+    if filename.startswith(_PACKAGE_DIR) or module.startswith("blockbuster_lite"):
+        kind = INTERNAL
+    elif "site-packages" in filename or "dist-packages" in filename:
+        kind = LIBRARY
+    elif filename.startswith("<frozen ") or filename.startswith(_STDLIB_DIRS):
+        kind = STDLIB
+    else:
+        kind = USER
+    info = CodeInfo(kind, module, filename, qualname, _is_machinery(module, qualname))
+    _code_cache[code] = info
+    return info
+
+
+def code_info(frame: FrameType) -> CodeInfo:
+    code = frame.f_code
+    info = _code_cache.get(code)
+    if info is None:
+        info = _classify(code, frame.f_globals.get("__name__") or "")
+    return info
+
+
+@dataclass(frozen=True)
+class Site:
+    """The frame a blocking call is attributed to."""
+
+    frame: FrameType
+    info: CodeInfo
+
+
+def locate(
+    frame: FrameType | None,
+    allow: tuple[AllowRule, ...],
+    scope: tuple[str, ...] | None,
+) -> Site | None:
+    """Find the user frame for a call whose caller is ``frame``; None if the call is exempt.
+
+    Exempt means: reached through the framework's machinery before any user frame, allowed by a
+    rule on any frame of the stack, or (with a scope) made from no frame of the scoped packages.
+    """
+    first_library: Site | None = None
+    first_other: Site | None = None
+    site: Site | None = None
+    in_scope = scope is None
+    while frame is not None:
+        info = code_info(frame)
+        if info.kind != INTERNAL:
+            if site is None:
+                if info.machinery:
+                    return None
+                if not in_scope and _in_packages(info.module, scope):
+                    in_scope = True
+                if info.kind == USER:
+                    site = Site(frame, info)
+                    if not allow:
+                        break
+                elif info.kind == LIBRARY and first_library is None:
+                    first_library = Site(frame, info)
+                elif first_other is None:
+                    first_other = Site(frame, info)
+            if allow and any(r.matches(info.module, info.filename, info.qualname) for r in allow):
+                return None
+        frame = frame.f_back
+    if not in_scope:
+        return None
+    return site or first_library or first_other
+
+
+def _in_packages(module: str, packages: tuple[str, ...] | None) -> bool:
+    if not packages:
+        return False
+    return any(module == p or module.startswith(p + ".") for p in packages)

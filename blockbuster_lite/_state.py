@@ -1,0 +1,32 @@
+"""Process-wide and context-local state shared by the hot path and the guards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+    from ._report import Violation
+
+__all__ = ["exempt", "reentrant", "request_context", "state"]
+
+
+class _State:
+    #: Active guards, outermost first; replaced (never mutated) so the hot path reads it lock-free.
+    guards: tuple[Guard, ...] = ()
+    #: Called with every recorded violation (statistics, OpenTelemetry); errors are contained.
+    observers: tuple[Callable[[Violation], None], ...] = ()
+
+
+state = _State()
+
+#: Set while a checked call runs, so the calls it makes internally are not checked again.
+reentrant: ContextVar[bool] = ContextVar("blockbuster_lite.reentrant", default=False)
+#: Set by allow_blocking(): the current task or thread is exempt.
+exempt: ContextVar[bool] = ContextVar("blockbuster_lite.exempt", default=False)
+#: Set by the ASGI middleware for each request: method, path, route.
+request_context: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "blockbuster_lite.request_context", default=None
+)

@@ -1,0 +1,26 @@
+"""The catalogue: one module per family of blocking calls, each a table of targets.
+
+``FAMILIES`` maps a family name to its targets. Targets name their module; a module that is not
+imported yet is patched when (if ever) it is imported.
+"""
+
+from __future__ import annotations
+
+from .._patching import Target
+from . import builtins, files, processes, sockets, sqlite3, threads, time
+
+__all__ = ["FAMILIES", "all_targets"]
+
+FAMILIES: dict[str, tuple[Target, ...]] = {
+    "time": time.TARGETS,
+    "files": files.TARGETS,
+    "sockets": sockets.TARGETS,
+    "processes": processes.TARGETS,
+    "threads": threads.TARGETS,
+    "sqlite3": sqlite3.TARGETS,
+    "input": builtins.TARGETS,
+}
+
+
+def all_targets() -> tuple[Target, ...]:
+    return tuple(target for targets in FAMILIES.values() for target in targets)

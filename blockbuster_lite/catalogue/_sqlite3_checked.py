@@ -1,0 +1,54 @@
+"""Checked subclasses of sqlite3's C types (imported only once sqlite3 itself is)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .._hotpath import Handler, make_handler
+from .._patching import Target
+
+CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
+CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
+
+
+def _checked(cls: type, name: str, handler: Handler) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return handler(getattr(super(cls, self), name), self, args, kwargs)
+
+    method.__name__ = name
+    method.__qualname__ = f"{cls.__qualname__}.{name}"
+    return method
+
+
+def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
+    cls = type(base.__name__, (base,), {"__module__": base.__module__})
+    for name in names:
+        target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
+        setattr(cls, name, _checked(cls, name, make_handler(target)))
+    return cls
+
+
+def make_classes(advice: str) -> tuple[type, Any]:
+    cursor_class = _checking_subclass(sqlite3.Cursor, "Cursor", CURSOR_METHODS, advice)
+    subclasses: dict[type, type] = {}
+
+    def checked_factory(factory: Any) -> Any:
+        """The checked connection class to build for a requested ``factory``."""
+        if not isinstance(factory, type) or not issubclass(factory, sqlite3.Connection):
+            return factory
+        if factory in subclasses.values():
+            return factory
+        checked = subclasses.get(factory)
+        if checked is None:
+            checked = _checking_subclass(factory, "Connection", CONNECTION_METHODS, advice)
+            base_cursor = factory.cursor
+
+            def cursor(self: Any, factory: Any = cursor_class) -> Any:
+                return base_cursor(self, factory)
+
+            checked.cursor = cursor  # type: ignore[attr-defined]
+            subclasses[factory] = checked
+        return checked
+
+    return cursor_class, checked_factory

@@ -1,0 +1,64 @@
+"""Sockets, TLS sockets, DNS, and the stdlib HTTP client.
+
+Socket methods are checked only on blocking sockets (``gettimeout() != 0.0``); asyncio's and
+anyio's transports use non-blocking sockets and pass straight through. DNS look-ups of IP
+literals need no resolver and are not flagged.
+"""
+
+from __future__ import annotations
+
+from .._patching import Target
+from ._predicates import always, blocking_socket, resolves_name
+
+SOCKET_ADVICE = (
+    "use asyncio streams / anyio.connect_tcp(), or offload with await anyio.to_thread.run_sync(...)"
+)
+DNS_ADVICE = "use await loop.getaddrinfo() / anyio.getaddrinfo(), or offload with await anyio.to_thread.run_sync(...)"
+HTTP_ADVICE = "use httpx.AsyncClient or aiohttp, or offload with await anyio.to_thread.run_sync(...)"
+
+SOCKET_METHODS = (
+    "connect", "connect_ex", "accept", "send", "sendall", "sendto", "sendmsg", "sendfile",
+    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into",
+)  # fmt: skip
+
+SSL_METHODS = ("read", "write", "do_handshake", "unwrap")
+
+DNS_FUNCTIONS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr")
+
+TARGETS = (
+    *(
+        Target("socket", f"socket.{name}", f"socket.socket.{name}", blocking_socket, SOCKET_ADVICE)
+        for name in SOCKET_METHODS
+    ),
+    *(
+        Target("ssl", f"SSLSocket.{name}", f"ssl.SSLSocket.{name}", blocking_socket, SOCKET_ADVICE)
+        for name in SSL_METHODS
+    ),
+    *(
+        Target("socket", name, f"socket.{name}", resolves_name, DNS_ADVICE)
+        for name in DNS_FUNCTIONS
+    ),
+    Target("socket", "getnameinfo", "socket.getnameinfo", always, DNS_ADVICE),
+    Target("socket", "getfqdn", "socket.getfqdn", always, DNS_ADVICE),
+    Target("socket", "create_connection", "socket.create_connection", always, SOCKET_ADVICE),
+    Target(
+        "http.client", "HTTPConnection.request", "http.client.HTTPConnection.request",
+        always, HTTP_ADVICE,
+    ),
+    Target(
+        "http.client", "HTTPConnection.endheaders", "http.client.HTTPConnection.request",
+        always, HTTP_ADVICE,
+    ),
+    Target(
+        "http.client", "HTTPConnection.getresponse", "http.client.HTTPConnection.getresponse",
+        always, HTTP_ADVICE,
+    ),
+    Target(
+        "http.client", "HTTPConnection.connect", "http.client.HTTPConnection.connect",
+        always, HTTP_ADVICE,
+    ),
+    Target("urllib.request", "urlopen", "urllib.request.urlopen", always, HTTP_ADVICE),
+    Target(
+        "urllib.request", "OpenerDirector.open", "urllib.request.urlopen", always, HTTP_ADVICE
+    ),
+)  # fmt: skip

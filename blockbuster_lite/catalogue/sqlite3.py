@@ -1,0 +1,42 @@
+"""sqlite3: connect, and queries and fetches on connections and cursors.
+
+``sqlite3.Connection`` and ``sqlite3.Cursor`` are immutable C types. ``sqlite3.connect`` is
+wrapped to build its connection from a subclass (through the ``factory`` argument, subclassing a
+custom factory if one is given) whose query methods are checked, so
+``isinstance(conn, sqlite3.Connection)`` stays true. Connections made before activation are not
+checked; iterating a cursor row by row is not checked (``fetch*`` are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import wrapt
+
+from .._hotpath import make_handler
+from .._patching import Target
+
+ADVICE = "use aiosqlite, or offload with await anyio.to_thread.run_sync(...)"
+
+CONNECT = Target("sqlite3", "connect", "sqlite3.connect", None, ADVICE)
+
+
+def _replace_connect(original: Any) -> Any:
+    from ._sqlite3_checked import make_classes
+
+    _, checked_factory = make_classes(ADVICE)
+    handler = make_handler(CONNECT)
+
+    def connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if len(args) > 5:
+            args = (*args[:5], checked_factory(args[5]), *args[6:])
+        else:
+            import sqlite3
+
+            kwargs = {**kwargs, "factory": checked_factory(kwargs.get("factory", sqlite3.Connection))}
+        return handler(wrapped, instance, args, kwargs)
+
+    return wrapt.FunctionWrapper(original, connect)
+
+
+TARGETS = (Target("sqlite3", "connect", "sqlite3.connect", None, ADVICE, replace=_replace_connect),)
