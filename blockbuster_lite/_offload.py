@@ -25,3 +25,8 @@ def try_offload(
     kwargs: dict[str, Any],
 ) -> tuple[bool, Any, str]:
     return False, None, "offload mode is not available"
+
+
+async def ensure_portal() -> bool:
+    """Give the current task a portal so its blocking calls can be offloaded (False: none)."""
+    return False
