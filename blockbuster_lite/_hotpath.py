@@ -159,8 +159,11 @@ def _warn(violation: Violation, site: Site) -> None:
             violation.lineno,
             module=site.info.module or None,
             registry=None,
-            module_globals=site.frame.f_globals,
         )
+    except BlockingCallWarning:
+        raise  # -W error::BlockingCallWarning: the user asked for an exception
+    except Exception as exc:
+        _log_failure("the warning", exc)
     finally:
         reentrant.reset(token)
 

@@ -12,9 +12,17 @@ CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "roll
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
 
 
-def _checked(cls: type, name: str, handler: Handler) -> Any:
+#: Connection shortcuts that CPython runs on a plain C cursor; ours use ``self.cursor()`` so the
+#: cursor they return is a checked one too.
+_VIA_CURSOR = frozenset({"execute", "executemany", "executescript"})
+
+
+def _checked(cls: type, kind: str, name: str, handler: Handler) -> Any:
+    via_cursor = kind == "Connection" and name in _VIA_CURSOR
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return handler(getattr(super(cls, self), name), self, args, kwargs)
+        owner = self.cursor() if via_cursor else super(cls, self)
+        return handler(getattr(owner, name), self, args, kwargs)
 
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
@@ -25,7 +33,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
     cls = type(base.__name__, (base,), {"__module__": base.__module__})
     for name in names:
         target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
-        setattr(cls, name, _checked(cls, name, make_handler(target)))
+        setattr(cls, name, _checked(cls, kind, name, make_handler(target)))
     return cls
 
 

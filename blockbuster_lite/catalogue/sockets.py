@@ -57,6 +57,13 @@ TARGETS = (
         "http.client", "HTTPConnection.connect", "http.client.HTTPConnection.connect",
         always, HTTP_ADVICE,
     ),
+    *(
+        Target(
+            "http.client", f"HTTPResponse.{name}", "http.client.HTTPResponse.read",
+            always, HTTP_ADVICE,
+        )
+        for name in ("read", "readinto", "read1", "readline", "peek")
+    ),
     Target("urllib.request", "urlopen", "urllib.request.urlopen", always, HTTP_ADVICE),
     Target(
         "urllib.request", "OpenerDirector.open", "urllib.request.urlopen", always, HTTP_ADVICE
