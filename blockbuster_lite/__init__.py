@@ -2,6 +2,9 @@
 
 ``intercept()`` for tests, ``activate()`` / ``BLOCKBUSTER_LITE_MODE`` for servers,
 ``allow_blocking()`` for the calls you mean to make.
+
+PYTEST_DONT_REWRITE: with BLOCKBUSTER_LITE_MODE set, the start-up hook imports this package before
+pytest starts; the marker keeps pytest from warning that it cannot rewrite it.
 """
 
 from __future__ import annotations

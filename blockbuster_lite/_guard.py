@@ -165,7 +165,16 @@ class Guard:
         self.stop()
 
     async def __aenter__(self) -> Guard:
-        return self.start()
+        self.start()
+        if self.mode is Mode.OFFLOAD:  # the entering task gets a portal: its calls can move
+            try:
+                from ._offload import ensure_portal
+
+                await ensure_portal()
+            except BaseException:
+                self.stop()
+                raise
+        return self
 
     async def __aexit__(
         self,
@@ -180,7 +189,7 @@ class Guard:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self._copy():
+                async with self._copy():
                     return await func(*args, **kwargs)
 
             return cast(F, async_wrapper)

@@ -102,7 +102,7 @@ def _act(
         mode = Mode.WARN
         advice = f"could not offload: {reason}; {advice}"
     try:
-        violation = _build(target, site, mode, advice)
+        violation = _build(target, site, mode, advice, _call_name(target, instance, args, kwargs))
     except Exception as exc:
         _log_failure(target.call, exc)
         return wrapped(*args, **kwargs)
@@ -133,10 +133,25 @@ def _after_call(violation: Violation, mode: Mode, duration: float) -> None:
         _log_failure(violation.call, exc)
 
 
-def _build(target: Target, site: Site, mode: Mode, advice: str) -> Violation:
+def _call_name(
+    target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    describe = target.describe
+    if describe is None:
+        return target.call
+    try:
+        return describe(instance, args, kwargs)
+    except Exception as exc:
+        _log_failure(f"describe {target.call}", exc)
+        return target.call
+
+
+def _build(
+    target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
+) -> Violation:
     context = request_context.get()
     return Violation(
-        call=target.call,
+        call=call or target.call,
         filename=site.info.filename,
         lineno=site.frame.f_lineno,
         function=site.info.qualname,

@@ -40,6 +40,9 @@ class Target:
     offload: bool = True  # safe to run in a worker thread in offload mode
     #: Builds a replacement from the original instead of a FunctionWrapper (C types, factories).
     replace: Callable[[Any], Any] | None = None
+    #: ``(instance, args, kwargs) -> str``: the call's name in a report, when it depends on the
+    #: arguments (``psycopg2.cursor.execute(SELECT id FROM ...)``); run only to build a violation.
+    describe: Callable[[Any, tuple[Any, ...], dict[str, Any]], str] | None = None
 
 
 @dataclass

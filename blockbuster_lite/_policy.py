@@ -183,12 +183,28 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     ("pydantic", None),
     ("typing", None),
     ("uvicorn.config", None),
+    ("gunicorn", None),  # the arbiter's control-socket loop, the worker heartbeat (os.utime)
     ("mimetypes", None),
     ("sysconfig", None),
     ("site", None),
     ("ssl", "create_default_context"),
     ("ssl", "SSLContext.load_verify_locations"),
     ("certifi", None),
+)
+
+# Frames that run the loop's callbacks and tasks. The search for a call's site stops at the first
+# one: the frames above it started the loop, they did not make the call. (Without this, a task or
+# callback with no user frame would always reach the loop's modules and be exempt as machinery.)
+LOOP_DRIVERS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("asyncio.events", "Handle._run"),
+        ("asyncio.base_events", "BaseEventLoop._run_once"),
+        ("asyncio.base_events", "BaseEventLoop.run_forever"),
+        ("asyncio.base_events", "BaseEventLoop.run_until_complete"),
+        ("asyncio.runners", "Runner.run"),  # uvloop: the loop itself has no Python frames
+        ("asyncio.runners", "run"),
+        ("trio._core._run", "unrolled_run"),
+    }
 )
 
 _MACHINERY_MODULES: dict[str, tuple[str | None, ...]] = {}
@@ -206,6 +222,7 @@ class CodeInfo:
     filename: str
     qualname: str
     machinery: bool
+    loop_driver: bool = False
 
 
 _code_cache: dict[CodeType, CodeInfo] = {}
@@ -232,7 +249,14 @@ def _classify(code: CodeType, module: str) -> CodeInfo:
         kind = STDLIB
     else:
         kind = USER
-    info = CodeInfo(kind, module, filename, qualname, _is_machinery(module, qualname))
+    info = CodeInfo(
+        kind,
+        module,
+        filename,
+        qualname,
+        _is_machinery(module, qualname),
+        (module, qualname) in LOOP_DRIVERS,
+    )
     _code_cache[code] = info
     return info
 
@@ -271,6 +295,10 @@ def locate(
         info = code_info(frame)
         if info.kind != INTERNAL:
             if site is None:
+                if info.loop_driver:  # no user frame: report the library (or the callback)
+                    if first_library is None and first_other is None:
+                        first_other = Site(frame, info)
+                    break
                 if info.machinery:
                     return None
                 if not in_scope and _in_packages(info.module, scope):

@@ -85,7 +85,9 @@ def format_message(violation: Violation) -> str:
         duration = violation.duration_s or 0.0
         head = f"Event loop blocked for {duration * 1000:.0f} ms in {violation.call} at {where}"
     else:
-        head = f"Blocking call to {violation.call}() in async context at {where}"
+        # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT 1)"
+        call = violation.call if "(" in violation.call else f"{violation.call}()"
+        head = f"Blocking call to {call} in async context at {where}"
     route = violation.context.get("route") or violation.context.get("path")
     if route:
         head += f" (request {violation.context.get('method', '')} {route})".replace("( ", "(")

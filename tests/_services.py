@@ -627,7 +627,9 @@ class MariaDBServer(Server[MySQLInfo]):
     def _check(info: MySQLInfo) -> None:
         import pymysql
 
-        conn = pymysql.connect(**info.connect_kwargs, connect_timeout=2)
+        conn = pymysql.connect(
+            **info.connect_kwargs, connect_timeout=2, read_timeout=2, write_timeout=2
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")

@@ -56,7 +56,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     times = _services.startup_times()
     if times:
         shown = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in times.items())
-        terminalreporter.write_line(f"test servers: started {shown} (in parallel)")
+        terminalreporter.write_line(f"test servers: started {shown}")
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +81,18 @@ def mariadb() -> Iterator[MySQLInfo]:
         yield _services.mariadb()
     finally:
         _services.stop("mariadb")
+
+
+@pytest.fixture(autouse=True)
+def _process_state_left_as_found() -> Iterator[None]:
+    """Every test leaves the guards, the patch count and every patched name as it found them.
+
+    A test that leaks a guard fails here, and the leaked guards are stopped so that the tests
+    after it start clean.
+    """
+    from helpers import process_state, restore_process_state
+
+    before = process_state()
+    yield
+    problems = restore_process_state(before)
+    assert not problems, "; ".join(problems)

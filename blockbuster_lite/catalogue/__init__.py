@@ -7,7 +7,21 @@ imported yet is patched when (if ever) it is imported.
 from __future__ import annotations
 
 from .._patching import Target
-from . import builtins, files, processes, sockets, sqlite3, threads, time
+from . import (
+    builtins,
+    files,
+    http_clients,
+    processes,
+    psycopg,
+    psycopg2,
+    pymysql,
+    redis,
+    sockets,
+    sqlalchemy,
+    sqlite3,
+    threads,
+    time,
+)
 
 __all__ = ["FAMILIES", "all_targets"]
 
@@ -19,6 +33,12 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
     "threads": threads.TARGETS,
     "sqlite3": sqlite3.TARGETS,
     "input": builtins.TARGETS,
+    "psycopg2": psycopg2.TARGETS,
+    "psycopg": psycopg.TARGETS,
+    "pymysql": pymysql.TARGETS,
+    "redis": redis.TARGETS,
+    "sqlalchemy": sqlalchemy.TARGETS,
+    "http_clients": http_clients.TARGETS,
 }
 
 

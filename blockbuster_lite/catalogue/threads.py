@@ -114,6 +114,12 @@ class _CheckedLock:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lock, name)
 
+    # isinstance(lock, type(threading.Lock())) stays true, and so does trio's check that its
+    # RLock is _thread's signal-safe one (trio may be imported, and build locks, while active).
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._lock)
+
     def __repr__(self) -> str:
         return f"<checked {repr(self._lock)[1:]}"
 

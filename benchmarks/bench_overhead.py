@@ -1,0 +1,397 @@
+"""Per-call overhead of blockbuster_lite, side by side with blockbuster and with no patching.
+
+Three measurements, each interleaved in one run (rounds rotate the order unpatched /
+blockbuster / blockbuster_lite, so drift and noisy neighbours hit all three alike):
+
+1. off-loop: patched calls made in a worker thread while an asyncio loop runs in the main
+   thread (what every sync FastAPI endpoint pays);
+2. on-loop allowed path: calls made on the loop thread that cannot block (non-blocking socket
+   send+recv as asyncio transports do, an uncontended lock);
+3. activation + deactivation.
+
+Objects whose class is swapped while active (locks, sqlite3 connections, queues and events,
+which own locks) are created inside each round, under the mode being measured.
+
+Figures are medians over many short rounds; an overhead is the median of the per-round paired
+differences (patched - unpatched). Results go to stdout and to ``results.md`` next to this file.
+
+    python benchmarks/bench_overhead.py [--seconds 40] [--output benchmarks/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import queue
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blockbuster_lite
+from blockbuster import BlockBuster, blockbuster_ctx
+
+MODES = ("unpatched", "blockbuster", "blockbuster_lite")
+#: Time one measurement (one case, one mode, one round) should take.
+TARGET_NS = 1_500_000
+MIN_NUMBER, MAX_NUMBER = 500, 200_000
+
+
+def mode_context(mode: str) -> AbstractContextManager[Any]:
+    if mode == "unpatched":
+        return nullcontext()
+    if mode == "blockbuster":
+        return blockbuster_ctx()
+    # raise mode: the strictest, and off the loop the mode makes no difference
+    return blockbuster_lite.intercept("raise")
+
+
+@dataclass
+class Case:
+    name: str
+    stmt: str
+    #: Builds the objects ``stmt`` uses; called under the measured mode. Returns (namespace, cleanup).
+    setup: Callable[[Resources], tuple[dict[str, Any], Callable[[], None]]]
+    #: Does blockbuster check this call (or a call made inside it)?
+    blockbuster_checks: str = "yes"
+    number: int = 0
+    samples: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+
+
+@dataclass
+class Resources:
+    directory: str
+    small_file: str
+
+
+def _nothing() -> None:
+    return None
+
+
+def _setup_plain(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return {"time": time, "os": os, "path": resources.small_file}, _nothing
+
+
+def _setup_listdir(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return {"os": os, "path": resources.directory}, _nothing
+
+
+def _setup_open(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return {"path": resources.small_file}, _nothing
+
+
+def _socketpair(blocking: bool) -> tuple[dict[str, Any], Callable[[], None]]:
+    a, b = socket.socketpair()
+    a.setblocking(blocking)
+    b.setblocking(blocking)
+
+    def close() -> None:
+        a.close()
+        b.close()
+
+    return {"a": a, "b": b}, close
+
+
+def _setup_blocking_socket(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return _socketpair(True)
+
+
+def _setup_nonblocking_socket(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return _socketpair(False)
+
+
+def _setup_sqlite(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    connection = sqlite3.connect(":memory:")
+    cursor = connection.cursor()
+    return {"cur": cursor}, connection.close
+
+
+def _setup_lock(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return {"lock": threading.Lock()}, _nothing
+
+
+def _setup_queue(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    return {"q": queue.Queue()}, _nothing
+
+
+def _setup_event(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    event = threading.Event()
+    event.set()
+    return {"ev": event}, _nothing
+
+
+def off_loop_cases() -> list[Case]:
+    return [
+        Case("time.sleep(0)", "time.sleep(0)", _setup_plain),
+        Case("os.stat(file)", "os.stat(path)", _setup_plain),
+        Case("os.listdir(dir of 3)", "os.listdir(path)", _setup_listdir),
+        Case(
+            "open(rb) + read + close",
+            "f = open(path, 'rb'); f.read(); f.close()",
+            _setup_open,
+            "read only",
+        ),
+        Case("blocking socket send+recv", "a.send(b'x'); b.recv(16)", _setup_blocking_socket),
+        Case("sqlite3 cursor.execute('select 1')", "cur.execute('select 1')", _setup_sqlite),
+        Case("Lock.acquire()+release()", "lock.acquire(); lock.release()", _setup_lock),
+        Case("with Lock", "with lock: pass", _setup_lock, "no"),
+        Case("Queue.put+get", "q.put(1); q.get()", _setup_queue, "inner locks"),
+        Case("Event.wait() (set)", "ev.wait()", _setup_event, "no"),
+    ]
+
+
+def on_loop_cases() -> list[Case]:
+    return [
+        Case(
+            "non-blocking socket send+recv",
+            "a.send(b'x'); b.recv(16)",
+            _setup_nonblocking_socket,
+        ),
+        Case("Lock.acquire()+release() (uncontended)", "lock.acquire(); lock.release()", _setup_lock),
+        Case("with Lock (uncontended)", "with lock: pass", _setup_lock, "no"),
+    ]
+
+
+def _time(stmt: str, namespace: dict[str, Any], number: int) -> float:
+    """ns per execution of ``stmt`` (timeit inlines it in a loop and disables gc)."""
+    timer = timeit.Timer(stmt, globals=namespace, timer=time.perf_counter_ns)
+    return float(timer.timeit(number)) / number
+
+
+def calibrate(cases: list[Case], resources: Resources) -> None:
+    for case in cases:
+        namespace, cleanup = case.setup(resources)
+        try:
+            _time(case.stmt, namespace, 200)  # warm up
+            per_call = min(_time(case.stmt, namespace, 2000) for _ in range(3))
+        finally:
+            cleanup()
+        case.number = int(min(MAX_NUMBER, max(MIN_NUMBER, TARGET_NS / per_call)))
+
+
+def run_round(cases: list[Case], resources: Resources, round_index: int) -> None:
+    # The three modes of one case run back to back (activating around each), so the paired
+    # differences see the same machine state; the order rotates from round to round.
+    shift = round_index % len(MODES)
+    for case in cases:
+        for mode in MODES[shift:] + MODES[:shift]:
+            with mode_context(mode):
+                namespace, cleanup = case.setup(resources)
+                try:
+                    case.samples[mode].append(_time(case.stmt, namespace, case.number))
+                finally:
+                    cleanup()
+
+
+def run_rounds(cases: list[Case], resources: Resources, seconds: float, min_rounds: int) -> int:
+    calibrate(cases, resources)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while rounds < min_rounds or time.monotonic() < deadline:
+        run_round(cases, resources, rounds)
+        rounds += 1
+    return rounds
+
+
+async def measure_off_loop(
+    cases: list[Case], resources: Resources, seconds: float, min_rounds: int
+) -> int:
+    # The loop thread sits in its selector awaiting the worker, as a server's does between
+    # requests; a ticking loop would only add GIL hand-over noise to every mode alike.
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, run_rounds, cases, resources, seconds, min_rounds)
+
+
+async def measure_on_loop(
+    cases: list[Case], resources: Resources, seconds: float, min_rounds: int
+) -> int:
+    calibrate(cases, resources)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while rounds < min_rounds or time.monotonic() < deadline:
+        run_round(cases, resources, rounds)
+        rounds += 1
+        await asyncio.sleep(0)
+    return rounds
+
+
+def measure_activation(seconds: float, min_rounds: int) -> tuple[dict[str, list[float]], int]:
+    samples: dict[str, list[float]] = {
+        "blockbuster_lite: with intercept()": [],
+        "blockbuster: activate()+deactivate()": [],
+        "blockbuster: with blockbuster_ctx()": [],
+    }
+    prebuilt = BlockBuster()
+
+    def ours() -> None:
+        with blockbuster_lite.intercept("raise"):
+            pass
+
+    def theirs_prebuilt() -> None:
+        prebuilt.activate()
+        prebuilt.deactivate()
+
+    def theirs_ctx() -> None:
+        with blockbuster_ctx():
+            pass
+
+    runs = list(zip(samples, (ours, theirs_prebuilt, theirs_ctx), strict=True))
+    for _, func in runs:
+        func()  # warm up (first activation registers import hooks, fills caches)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while rounds < min_rounds or time.monotonic() < deadline:
+        shift = rounds % len(runs)
+        for name, func in runs[shift:] + runs[:shift]:
+            start = time.perf_counter_ns()
+            func()
+            samples[name].append(float(time.perf_counter_ns() - start))
+        rounds += 1
+    return samples, rounds
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def _paired_overhead(case: Case, mode: str) -> float:
+    pairs = zip(case.samples[mode], case.samples["unpatched"], strict=True)
+    return statistics.median(patched - plain for patched, plain in pairs)
+
+
+def _paired_ratio(case: Case, mode: str, base: str = "unpatched") -> float:
+    pairs = zip(case.samples[mode], case.samples[base], strict=True)
+    return statistics.median(patched / plain for patched, plain in pairs)
+
+
+def _fmt_ns(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def off_loop_table(cases: list[Case]) -> list[str]:
+    lines = [
+        "| call | unpatched ns | blockbuster ns | lite ns | bb overhead ns | lite overhead ns "
+        "| bb / unpatched | lite / unpatched | lite ovh / bb ovh | bb checks it |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for case in cases:
+        med = {mode: statistics.median(case.samples[mode]) for mode in MODES}
+        ours = _paired_overhead(case, "blockbuster_lite")
+        theirs = _paired_overhead(case, "blockbuster")
+        share = f"{ours / theirs:.2f}" if theirs > 0.05 * med["unpatched"] else "n/a"
+        lines.append(
+            f"| {case.name} | {_fmt_ns(med['unpatched'])} | {_fmt_ns(med['blockbuster'])} "
+            f"| {_fmt_ns(med['blockbuster_lite'])} | {_fmt_ns(theirs)} | {_fmt_ns(ours)} "
+            f"| {_paired_ratio(case, 'blockbuster'):.2f}x "
+            f"| {_paired_ratio(case, 'blockbuster_lite'):.2f}x | {share} "
+            f"| {case.blockbuster_checks} |"
+        )
+    return lines
+
+
+def on_loop_table(cases: list[Case]) -> list[str]:
+    lines = [
+        "| call | unpatched ns | blockbuster ns | lite ns | lite / blockbuster | bb checks it |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for case in cases:
+        med = {mode: statistics.median(case.samples[mode]) for mode in MODES}
+        lines.append(
+            f"| {case.name} | {_fmt_ns(med['unpatched'])} | {_fmt_ns(med['blockbuster'])} "
+            f"| {_fmt_ns(med['blockbuster_lite'])} "
+            f"| {_paired_ratio(case, 'blockbuster_lite', 'blockbuster'):.2f}x "
+            f"| {case.blockbuster_checks} |"
+        )
+    return lines
+
+
+def activation_table(samples: dict[str, list[float]]) -> list[str]:
+    lines = ["| what | median µs | min µs |", "|---|---:|---:|"]
+    for name, values in samples.items():
+        lines.append(f"| {name} | {statistics.median(values) / 1000:,.0f} | {min(values) / 1000:,.0f} |")
+    return lines
+
+
+@contextmanager
+def resources() -> Iterator[Resources]:
+    with tempfile.TemporaryDirectory(prefix="bbl-bench-") as directory:
+        small = os.path.join(directory, "small.txt")
+        for name in ("small.txt", "b.txt", "c.txt"):
+            with open(os.path.join(directory, name), "wb") as file:
+                file.write(b"x" * 100)
+        yield Resources(directory, small)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=float(os.environ.get("BENCH_SECONDS", "45")),
+        help="total time budget for the rounds (default 45, env BENCH_SECONDS)",
+    )
+    parser.add_argument("--output", default=str(Path(__file__).with_name("results.md")))
+    args = parser.parse_args(argv)
+    budget = args.seconds
+    min_rounds = 7
+
+    started = time.monotonic()
+    gc.collect()
+    with resources() as res:
+        activation, activation_rounds = measure_activation(0.1 * budget, 20)
+        off = off_loop_cases()
+        off_rounds = asyncio.run(measure_off_loop(off, res, 0.65 * budget, min_rounds))
+        on = on_loop_cases()
+        on_rounds = asyncio.run(measure_on_loop(on, res, 0.25 * budget, min_rounds))
+    elapsed = time.monotonic() - started
+
+    import blockbuster as blockbuster_module  # for its version only
+    from importlib.metadata import version
+
+    del blockbuster_module
+    report = [
+        "# blockbuster_lite overhead benchmark",
+        "",
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; "
+        f"blockbuster {version('blockbuster')}, blockbuster_lite {blockbuster_lite.__version__}, "
+        f"wrapt {version('wrapt')}. Run took {elapsed:.0f} s. "
+        "ns per call: median of rounds; overheads and ratios: medians of per-round paired "
+        "differences and ratios (the three modes of a case run back to back in each round).",
+        "",
+        f"## Off-loop: worker thread while an asyncio loop runs ({off_rounds} rounds)",
+        "",
+        *off_loop_table(off),
+        "",
+        "Objects are created under the measured mode (locks, sqlite3 connections, queues and events "
+        "are blockbuster_lite's checked kinds). `bb checks it`: whether blockbuster checks this call "
+        "(`no`: it adds nothing here, so there is no overhead to compare with).",
+        "",
+        f"## On-loop allowed path: calls on the loop thread that cannot block ({on_rounds} rounds)",
+        "",
+        *on_loop_table(on),
+        "",
+        f"## Activation + deactivation ({activation_rounds} rounds)",
+        "",
+        *activation_table(activation),
+        "",
+    ]
+    text = "\n".join(report)
+    print(text)
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(f"(written to {args.output}; blockbuster_lite from {blockbuster_lite.__file__})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Runnable examples: one FastAPI app per use, and the demo (``python -m examples.demo``)."""

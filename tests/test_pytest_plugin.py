@@ -1,0 +1,409 @@
+"""The pytest plugin, exercised through real pytest runs in a subprocess (pytester)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pytest_project"
+
+INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+{extra}
+"""
+
+BLOCKING_TESTS = """
+import asyncio
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_swallowed():
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_clean():
+    await asyncio.sleep(0)
+
+
+def test_sync_sleep_never_fails():
+    time.sleep(0.01)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY"):
+        monkeypatch.delenv(f"BLOCKBUSTER_LITE_{name}", raising=False)
+
+
+def write(pytester: pytest.Pytester, tests: str, ini: str = "") -> None:
+    pytester.makeini(INI.format(extra=ini))
+    pytester.makepyfile(test_blocking=tests)
+
+
+def test_off_by_default_changes_nothing(pytester: pytest.Pytester) -> None:
+    write(pytester, BLOCKING_TESTS + """
+def test_nothing_is_patched():
+    assert type(time.sleep).__name__ == "builtin_function_or_method"
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["blockbuster_lite: mode=off (from default)"])
+    result.assert_outcomes(passed=4)
+
+
+def test_raise_fails_a_test_that_swallowed_the_error(pytester: pytest.Pytester) -> None:
+    write(pytester, BLOCKING_TESTS)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
+    result.stdout.fnmatch_lines(
+        [
+            "blockbuster_lite: mode=raise (from --blockbuster-mode)",
+            "*_ test_swallowed _*",
+            "blockbuster_lite: blocking call(s) on the event loop (raise mode); "
+            "the code under test caught the error*",
+            "  Blocking call to time.sleep() in async context at test_blocking.py:10 "
+            "in test_swallowed; *",
+        ]
+    )
+    result.assert_outcomes(passed=2, failed=1)
+
+
+def test_the_example_project_fails_though_its_app_answers_200(pytester: pytest.Pytester) -> None:
+    for name in ("pyproject.toml", "app.py", "test_app.py"):
+        shutil.copy(EXAMPLE / name, pytester.path / name)
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(
+        [
+            "blockbuster_lite: mode=raise (from ini option blockbuster_mode)",
+            "*Blocking call to time.sleep() in async context at app.py:15 in exchange_rate*",
+        ]
+    )
+    result.assert_outcomes(failed=1)
+    pytester.runpytest_subprocess("-p", "no:blockbuster_lite").assert_outcomes(passed=1)
+
+
+def test_warn_mode_reports_in_the_warnings_summary(pytester: pytest.Pytester) -> None:
+    write(pytester, BLOCKING_TESTS)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=warn")
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "test_blocking.py::test_swallowed",
+            "*BlockingCallWarning: Blocking call to time.sleep() in async context at "
+            "test_blocking.py:10 in test_swallowed*",
+        ]
+    )
+    result.assert_outcomes(passed=3, warnings=1)
+
+
+def test_ini_mode_and_allow_rules(pytester: pytest.Pytester) -> None:
+    write(
+        pytester,
+        BLOCKING_TESTS + """
+
+def read_config():
+    time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_allowed_helper():
+    read_config()
+""",
+        ini="blockbuster_mode = raise\nblockbuster_allow =\n    test_blocking.py:read_config",
+    )  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(
+        [
+            "blockbuster_lite: mode=raise (from ini option blockbuster_mode), "
+            "allow=test_blocking.py:read_config (from ini option blockbuster_allow)"
+        ]
+    )
+    result.assert_outcomes(passed=3, failed=1)
+
+
+@pytest.mark.parametrize(
+    ("ini", "env", "option", "header", "outcomes"),
+    [
+        ("raise", "warn", None, "mode=warn (from BLOCKBUSTER_LITE_MODE)", {"passed": 3}),
+        ("warn", "raise", None, "mode=raise (from BLOCKBUSTER_LITE_MODE)", {"passed": 2, "failed": 1}),
+        ("warn", "raise", "off", "mode=off (from --blockbuster-mode)", {"passed": 3}),
+        ("off", "warn", "raise", "mode=raise (from --blockbuster-mode)", {"passed": 2, "failed": 1}),
+    ],
+    ids=["env-over-ini", "env-activates-and-decides", "option-over-env", "option-over-all"],
+)
+def test_precedence_option_env_ini(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    ini: str,
+    env: str,
+    option: str | None,
+    header: str,
+    outcomes: dict[str, int],
+) -> None:
+    write(pytester, BLOCKING_TESTS, ini=f"blockbuster_mode = {ini}")
+    monkeypatch.setenv("BLOCKBUSTER_LITE_MODE", env)  # the start-up hook activates it too
+    args = [f"--blockbuster-mode={option}"] if option else []
+    result = pytester.runpytest_subprocess(*args, "-W", "error::pytest.PytestWarning")
+    result.stdout.fnmatch_lines([f"blockbuster_lite: {header}"])
+    result.assert_outcomes(**outcomes)
+
+
+def test_marker_beats_the_option(pytester: pytest.Pytester) -> None:
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.blockbuster(mode="off")
+async def test_exempt():
+    time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+@pytest.mark.blockbuster(mode="raise", allow=["test_blocking.py:helper"])
+async def test_marked_raise():
+    helper()
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
+
+
+def helper():
+    time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_plain():
+    time.sleep(0.01)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess("--blockbuster-mode=warn")
+    result.stdout.fnmatch_lines(["*in async context at test_blocking.py:17 in test_marked_raise*"])
+    result.stdout.no_fnmatch_line("*test_blocking.py:10 in test_exempt*")
+    result.stdout.no_fnmatch_line("*in helper*")
+    result.assert_outcomes(passed=2, failed=1, warnings=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "env", "message"),
+    [
+        (["--blockbuster-mode=strcit"], "", "",
+         "invalid mode 'strcit' from --blockbuster-mode (expected one of: *"),
+        ([], "", "strcit", "invalid mode 'strcit' from BLOCKBUSTER_LITE_MODE *"),
+        ([], "blockbuster_mode = strcit", "", "invalid mode 'strcit' from ini option blockbuster_mode *"),
+        (["--blockbuster-mode=raise"], "blockbuster_allow =\n    a/b.txt", "",
+         "invalid allow rule 'a/b.txt' from ini option blockbuster_allow*"),
+    ],
+    ids=["option", "env", "ini", "ini-allow"],
+)  # fmt: skip
+def test_invalid_values_are_usage_errors_naming_their_source(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    ini: str,
+    env: str,
+    message: str,
+) -> None:
+    write(pytester, BLOCKING_TESTS, ini=ini)
+    if env:
+        monkeypatch.setenv("BLOCKBUSTER_LITE_MODE", env)
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: blockbuster_lite: {message}"])
+
+
+def test_invalid_marker_fails_that_test(pytester: pytest.Pytester) -> None:
+    write(pytester, """
+import pytest
+
+
+@pytest.mark.blockbuster(mode="strcit")
+def test_typo():
+    pass
+
+
+@pytest.mark.blockbuster(moed="raise")
+def test_unknown_argument():
+    pass
+
+
+def test_fine():
+    pass
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(
+        [
+            "*invalid mode 'strcit' from @pytest.mark.blockbuster on test_blocking.py::test_typo*",
+            "*@pytest.mark.blockbuster on test_blocking.py::test_unknown_argument takes mode=*",
+        ]
+    )
+    result.assert_outcomes(passed=1, errors=2)
+
+
+@pytest.mark.parametrize("asyncio_mode", ["auto", "strict"])
+def test_pytest_asyncio_tests_and_async_fixtures(
+    pytester: pytest.Pytester, asyncio_mode: str
+) -> None:
+    write(pytester, """
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture
+async def blocking_fixture():
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
+    yield
+
+
+@pytest_asyncio.fixture
+async def clean_fixture():
+    await asyncio.sleep(0)
+    yield
+    await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_uses_blocking_fixture(blocking_fixture):
+    pass
+
+
+@pytest.mark.asyncio
+async def test_blocks(clean_fixture):
+    time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_clean(clean_fixture):
+    await asyncio.sleep(0)
+""", ini=f"asyncio_mode = {asyncio_mode}")  # fmt: skip
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_uses_blocking_fixture*",
+            "*Blocking call to time.sleep() in async context at test_blocking.py:11 "
+            "in blocking_fixture*",
+            "*BlockingCallError: Blocking call to time.sleep() in async context at "
+            "test_blocking.py:31 in test_blocks*",
+        ]
+    )
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+
+
+def test_anyio_plugin_with_trio_and_asyncio(pytester: pytest.Pytester) -> None:
+    write(pytester, """
+import time
+
+import anyio
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture
+async def blocking_fixture():
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
+    yield
+
+
+async def test_swallowed(anyio_backend):
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
+
+
+async def test_blocking_fixture(anyio_backend, blocking_fixture):
+    pass
+
+
+async def test_clean(anyio_backend):
+    await anyio.sleep(0)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise", "-v")
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_swallowed?trio? FAILED*",
+            "*test_swallowed?asyncio? FAILED*",
+            "*test_blocking_fixture?trio? ERROR*",
+            "*test_clean?trio? PASSED*",
+            "*at test_blocking.py:25 in test_swallowed*",
+            "*at test_blocking.py:17 in blocking_fixture*",
+        ]
+    )
+    result.assert_outcomes(passed=2, failed=2, errors=2)
+
+
+def test_blockbuster_fixture_yields_a_raise_guard(pytester: pytest.Pytester) -> None:
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_checks_and_acknowledges(blockbuster):
+    assert blockbuster.mode == "raise" and blockbuster.active
+    with pytest.raises(Exception, match="time.sleep"):
+        time.sleep(0.01)
+    assert [v.call for v in blockbuster.violations] == ["time.sleep"]
+    blockbuster.clear()
+
+
+@pytest.mark.asyncio
+async def test_forgets_to_acknowledge(blockbuster):
+    with pytest.raises(Exception):
+        time.sleep(0.01)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["*at test_blocking.py:18 in test_forgets_to_acknowledge*"])
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_a_guard_the_test_opens_itself_decides(pytester: pytest.Pytester) -> None:
+    write(pytester, """
+import time
+
+import pytest
+
+import blockbuster_lite as bl
+
+
+@pytest.mark.asyncio
+async def test_expects_the_error():
+    with bl.intercept("raise"), pytest.raises(bl.BlockingCallError):
+        time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_relaxes_a_block():
+    with bl.intercept("log"):
+        time.sleep(0.01)
+""")  # fmt: skip
+    pytester.runpytest_subprocess("--blockbuster-mode=raise").assert_outcomes(passed=2)
