@@ -10,12 +10,17 @@ What is offloaded: calls whose catalogue entry is safe to move (``Target.offload
 and the filesystem, DNS, sockets and HTTP clients, subprocesses, database drivers. A file object
 returned by an offloaded ``open()`` moves its large reads and writes too (``read()`` of the whole
 file, reads and writes of 64 KiB or more, ``readlines()``, ``writelines()``); line iteration, small
-reads and writes, and ``close()`` stay on the loop, where they cost less than a thread hop.
+reads and writes, and ``close()`` stay on the loop, where they cost less than a thread hop. Bulk
+file transfers run in a narrower lane of the pool (see ``_pools``): they are bandwidth-bound.
 
 What falls back to warn mode, with the reason in the message: lock acquires and thread waits (a
 contended ``threading.Lock`` moved to another thread can deadlock the process), calls outside any
 task (a ``call_soon`` callback cannot wait), calls in a task without a portal, and calls made while
 the task's cancel scope is already cancelled (the call runs in place so clean-up code completes).
+A contended ``Lock``/``RLock``/``Semaphore`` acquire in a task with a portal is warned about and
+then waited for by polling it from the loop thread, the task suspended: its holder may be another
+task suspended in an offloaded call, which could never resume to release it if the loop thread
+blocked (the deadlock offload mode would otherwise create).
 
 Offloaded calls are still reported: the first per call site is logged at WARNING with the fix, and
 every one is recorded (``action=Mode.OFFLOAD``, ``duration_s`` = how long the task waited), so offload
@@ -52,7 +57,7 @@ import wrapt
 
 from ._loop import current_library, on_loop_thread, trio_state
 from ._policy import ConfigError, Mode
-from ._pools import ensure_pool_monitor, offload_capacity, saturation_threshold
+from ._pools import ensure_pool_monitor, file_capacity, offload_capacity, saturation_threshold
 from ._report import Violation, format_message, logger
 from ._state import exempt, reentrant, state
 
@@ -91,6 +96,11 @@ NO_PORTAL = (
     "coroutine function with @blockbuster_lite.offload.with_portal, or serve it through "
     "BlockBusterMiddleware)"
 )
+WAITED = "the task waited for it without blocking the loop (offload mode)"
+#: Acquires that a task suspended in an offloaded call may hold: polled, never moved to a worker.
+POLLED_ACQUIRES = frozenset(
+    {"threading.Lock.acquire", "threading.RLock.acquire", "threading.Semaphore.acquire"}
+)
 BEING_CANCELLED = "the task is being cancelled (the call runs in place so clean-up code completes)"
 
 
@@ -109,6 +119,7 @@ def require_offload(source: str) -> None:
             "pip install 'blockbuster_lite[offload]'"
         )
     offload_capacity()
+    file_capacity()
     saturation_threshold()
 
 
@@ -165,7 +176,7 @@ def _leave_async_library() -> None:
 class _Job:
     """One call to run in the offload pool, in its own copy of the caller's context."""
 
-    __slots__ = ("args", "call", "context", "finished", "kwargs")
+    __slots__ = ("args", "call", "context", "files", "finished", "kwargs")
 
     def __init__(
         self,
@@ -173,7 +184,9 @@ class _Job:
         call: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        files: bool,
     ) -> None:
+        self.files = files
         self.context = context
         self.call = call
         self.args = args
@@ -195,18 +208,26 @@ class _Job:
             finally:
                 self.finished = True
 
-        return await anyio.to_thread.run_sync(
-            in_worker, abandon_on_cancel=True, limiter=pools.offload_limiter
-        )
+        limiter = pools.file_limiter if self.files else pools.offload_limiter
+        return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
 
 
-def run_offloaded(call: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    """Run ``call(*args, **kwargs)`` in the offload pool; the current task (with a portal) waits."""
+def run_offloaded(
+    call: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    files: bool = False,
+) -> T:
+    """Run ``call(*args, **kwargs)`` in the offload pool; the current task (with a portal) waits.
+
+    ``files=True``: in the pool's bulk file I/O lane.
+    """
     assert greenback is not None
     before = contextvars.copy_context()
     work = before.copy()
     work.run(_leave_async_library)
-    job = _Job(work, call, args, kwargs)
+    job = _Job(work, call, args, kwargs, files)
     # The pool machinery runs on the loop in this task; nothing it calls is the user's doing.
     token = reentrant.set(True)
     try:
@@ -240,6 +261,8 @@ def try_offload(
     Exceptions raised by the call itself (and the task's cancellation) propagate.
     """
     if not target.offload:
+        if target.call in POLLED_ACQUIRES:
+            return _acquire_cooperatively(guard, target, site, wrapped, args, kwargs)
         return False, None, never_offloaded(target.call)
     from ._hotpath import _build, _log_failure
 
@@ -261,6 +284,62 @@ def try_offload(
     if target.call == "open" and isinstance(result, io.IOBase):
         result = OffloadingFile(result)
     return True, result, ""
+
+
+def _acquire_cooperatively(
+    guard: Guard,
+    target: Target,
+    site: Site,
+    wrapped: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[bool, Any, str]:
+    """Wait for a contended lock by polling it from the loop thread, the task suspended meanwhile.
+
+    The holder may be another task suspended in an offloaded call: blocking the loop thread here
+    would stop it from ever resuming to release the lock (a deadlock offload mode would have made).
+    Polling keeps the loop running and the owner the loop thread; it is reported as warn mode.
+    """
+    from ._hotpath import _build, _log_failure, _warn
+
+    reason = never_offloaded(target.call)
+    try:
+        if _portal_problem() is not None:
+            return False, None, reason
+        timeout = args[1] if len(args) > 1 else kwargs.get("timeout", -1)
+        advice = f"could not offload: {reason}; {WAITED}; {target.advice}"
+        violation = _build(target, site, Mode.WARN, advice)
+        if guard.first_report(violation):
+            _warn(violation, site)
+    except Exception as exc:
+        _log_failure(f"cooperative wait for {target.call}", exc)
+        return False, None, reason
+    start = time.perf_counter()
+    try:
+        acquired = _poll(wrapped, timeout)
+    finally:
+        _record(violation, time.perf_counter() - start)
+    return True, acquired, ""
+
+
+def _poll(acquire: Callable[[bool], bool], timeout: float | None) -> bool:
+    assert greenback is not None
+    deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+    delay = 0.0005
+    token = reentrant.set(True)
+    try:
+        while not acquire(False):
+            pause = delay
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                pause = min(delay, remaining)
+            greenback.await_(anyio.sleep(pause))
+            delay = min(delay * 2, 0.02)
+        return True
+    finally:
+        reentrant.reset(token)
 
 
 def _log_offloaded(violation: Violation) -> None:
@@ -297,7 +376,7 @@ def _io(method: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
         except Exception:
             can_offload = False
         if can_offload:
-            return run_offloaded(method, args, kwargs)
+            return run_offloaded(method, args, kwargs, files=True)
     return method(*args, **kwargs)
 
 
@@ -330,7 +409,9 @@ class OffloadingFile(wrapt.ObjectProxy[Any]):
 
     def readlines(self, *args: Any, **kwargs: Any) -> Any:
         hint = args[0] if args else kwargs.get("hint", -1)
-        return _io(self.__wrapped__.readlines, args, kwargs, hint is None or not 0 < hint < LARGE_IO)
+        return _io(
+            self.__wrapped__.readlines, args, kwargs, hint is None or not 0 < hint < LARGE_IO
+        )
 
     def readinto(self, buffer: Any) -> Any:
         return _io(self.__wrapped__.readinto, (buffer,), {}, _nbytes(buffer) >= LARGE_IO)

@@ -88,7 +88,9 @@ def activate_at_startup(environ: Mapping[str, str] | None = None) -> Guard | Non
     except ConfigError as exc:
         _complain(f"{exc}; running without the sanitizer")
     except Exception as exc:
-        _complain(f"could not activate ({type(exc).__name__}: {exc}); running without the sanitizer")
+        _complain(
+            f"could not activate ({type(exc).__name__}: {exc}); running without the sanitizer"
+        )
     return None
 
 
@@ -162,10 +164,10 @@ def end_startup() -> None:
     Called when uvicorn's start-up returns and by the ASGI middleware (lifespan start-up
     complete, or first request); restores the server methods we wrapped.
     """
-    global _grace_open
+    global _grace_open, _grace_wanted
     if not _grace_open:
         return
-    _grace_open = False
+    _grace_open = _grace_wanted = False  # start-up happens once: a late import does not reopen it
     while _restore:
         owner, method, original, wrapper = _restore.pop()
         if vars(owner).get(method) is wrapper:

@@ -62,7 +62,9 @@ class Summary:
         with self._lock:
             stats = self._sites.get(key)
             if stats is None:
-                site = f"{display_path(violation.filename)}:{violation.lineno} in {violation.function}"
+                site = (
+                    f"{display_path(violation.filename)}:{violation.lineno} in {violation.function}"
+                )
                 stats = self._sites[key] = SiteStats(violation.call, site, violation.kind)
             stats.add(violation.duration_s)
 

@@ -2,58 +2,60 @@
 
 Patching catches the blocking functions we know. The watchdog catches the rest (CPU-bound code,
 C extensions outside the catalogue, a ``sleep`` bound with ``from time import sleep`` before
-activation) without patching anything. ``intercept(watchdog=0.1)``, ``activate(watchdog=...)`` or
-``BLOCKBUSTER_LITE_WATCHDOG_MS=100`` turn it on; it stops with its guard.
+activation) without patching any function. ``intercept(watchdog=0.1)``, ``activate(watchdog=...)``
+or ``BLOCKBUSTER_LITE_WATCHDOG_MS=100`` turn it on; it stops with its guard.
 
-How it works
-------------
-*Heartbeat.* Every watched loop runs a tiny callback every ``period`` (threshold / 10, 10 ms by
-default): a ``call_later`` chain on asyncio and uvloop, a system task sleeping in a loop on
-trio. Each beat stores ``perf_counter()``. When a beat finds that more than ``threshold +
-period / 2`` passed since the previous one, the loop was held: the stall began at most
-``period`` after the previous beat (the next beat was due then) and ended just before this one.
-Both ends are read on the loop thread, so the duration (``now - previous - period / 2``) is off
-by at most ``period / 2`` (5 % of the threshold) however late the monitor thread runs; pyleak-style
-tools that time only from the moment they notice report a 0.2 s block as 0.1 s.
+How a stall is timed
+--------------------
+A stall is one turn of the loop (from leaving its poll to entering it again) that takes longer
+than the threshold. Where the loop lets us, the loop thread itself timestamps both ends, so the
+duration is exact whatever the monitor thread is doing:
 
-*Sampling.* One monitor thread per process wakes every threshold / 4. When a loop's beat is
-overdue it samples that loop thread's stack (``sys._current_frames()``) every threshold / 10
-until the beat comes back. A sample keeps the frames that sit above the loop's dispatch point
-(``Handle._run`` on asyncio, trio's ``unrolled_run``, the frame that called uvloop's run): the
-running callback. The site is the innermost user frame, as for patched calls; the call is
-the function that frame is inside (``json.dumps``) or, for a C function in progress, the callee
-of the call expression at the frame's current instruction, resolved through the module
-(``from time import sleep`` then ``sleep(0.3)`` reports ``time.sleep``), or ``Python code``
-when the frame runs its own bytecode. The site seen most often during the stall wins.
-A loop whose thread is idle in its selector, or a stall with no sample showing a callback
-(the process itself was descheduled), is not reported.
+* asyncio (pure-Python loops): the loop's selector object gets an instance attribute ``select``
+  that calls the original between two ``perf_counter()`` reads (no class, module or blocking
+  function is patched; the attribute is deleted when the watch ends);
+* trio: an instrument (``trio.lowlevel.add_instrument``) with ``before_io_wait`` and
+  ``after_io_wait``, trio's public hooks for exactly this;
+* uvloop (C, no Python-level hook): the monitor thread samples the loop thread, and the end is
+  timed on the loop by a callback the monitor posts when it first sees the loop busy. The start
+  lies between the last sample that saw the loop idle and the first that saw it busy, so the
+  duration is off by at most half the monitor's interval (threshold / 8: 12.5 ms at 100 ms).
+
+*Sampling.* One monitor thread per process wakes every threshold / 2 (threshold / 4 when a uvloop
+loop is watched), and every threshold / 10 while a loop is in a turn older than half the
+threshold. Each sample reads the loop thread's stack (``sys._current_frames()``) and keeps the
+frames above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the frame that
+called uvloop's run): the running callback. The site is the innermost user frame, as for patched
+calls. The call is the function that frame called (``json.dumps``), or for a C function in
+progress the callee of the call expression at the frame's current instruction, resolved through
+its module (``from time import sleep`` then ``sleep(0.3)`` reports ``time.sleep``), or
+``Python code`` when the frame runs its own bytecode. The site seen most often wins. A stall that
+no sample saw inside a callback (the whole process was descheduled, or a C callback with no
+Python frame at all) is not reported.
 
 *Request and task.* At the first sample of a stall the running task is looked up (asyncio's
-``_current_tasks``, trio's task whose coroutine frame is on the stack) and its ``contextvars``
-context copied. The report runs in that copy: the ASGI middleware's request context
-(method, path, route) lands in ``Violation.context``, ``allow_blocking()`` in that task silences
-the stall, and an OpenTelemetry observer sees the request's span as the current one.
+``_current_tasks``, the trio task whose coroutine frame is on the stack) and its
+``contextvars`` context copied. The report runs in that copy: the ASGI middleware's request
+context (method, path, route) lands in ``Violation.context``, ``allow_blocking()`` in that task
+silences the stall, and an OpenTelemetry observer sees the request's span as the current one.
 
 *Finding loops.* A loop running on the thread that starts the guard is watched at once. Loops
-that start later or on other threads are found by a scan every 0.5 s of every thread's frames:
-``BaseEventLoop.run_forever`` (its ``self``), ``asyncio.Runner.run`` (``self._loop``, which
-covers uvloop and uvicorn), ``trio.run`` / ``unrolled_run`` (``runner``), and, as a last resort,
-an event loop among the locals of a thread's innermost frame (uvloop run by hand: its C
-``run_forever`` leaves no Python frame). The first beat tells which thread really runs the loop.
+that start later or on other threads are found by a scan of every thread's frames every 0.5 s:
+``BaseEventLoop.run_forever`` (its ``self``), ``asyncio.Runner.run`` (``self._loop``: uvloop,
+uvicorn), ``trio.run`` (``runner``) and, last, an event loop among the locals of a thread's
+innermost frame (uvloop run by hand: its C ``run_forever`` leaves no Python frame).
 
 *Not twice, grouped.* A stall whose winning sample is inside blockbuster_lite's hot path, or
 whose site had a catalogue violation recorded during the stall, was already reported by the
-catalogue and is dropped. Stalls are grouped by ``(file, function, call)``: later ones reuse the
-first report's line, are recorded (``guard.violations``, statistics, observers) but warned or
-logged only once per guard, like patched calls.
+catalogue and is dropped. Stalls are grouped by ``(file, function, call)``: later ones keep the
+first one's line, are recorded (``guard.violations``, statistics, observers) and are warned or
+logged once per guard, like patched calls.
 
 Stalls are never raised (they already happened): raise, warn and offload modes warn
-(``BlockingCallWarning``, ``action=Mode.WARN``), log and off modes log (``action=Mode.LOG``).
-Several guards with a watchdog share the one monitor; the smallest threshold applies.
-Limits: a C function that holds the GIL keeps the monitor from sampling until it returns (the
-duration stays exact, the sample is taken right after, usually on the calling line); a stall in
-a C callback with no Python frame at all (``loop.call_soon(time.sleep, 1)`` on uvloop) is not
-attributed and not reported.
+(``BlockingCallWarning``, ``action=Mode.WARN``); log and off modes log (``action=Mode.LOG``).
+Guards with a watchdog share the one monitor; the smallest threshold applies.
+A C function that holds the GIL keeps the monitor from sampling until it returns; the sample
+taken then usually still shows the calling line.
 """
 
 from __future__ import annotations
@@ -74,29 +76,28 @@ import types
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._policy import INTERNAL, LIBRARY, USER, Mode, code_info
+from ._policy import INTERNAL, LIBRARY, USER, CodeInfo, Mode, code_info
 from ._report import BlockingCallWarning, Violation, format_message, logger, render_stack
 from ._state import exempt, reentrant, request_context, state
 
 if TYPE_CHECKING:
     from ._guard import Guard
 
-__all__ = ["STALL_ADVICE", "WatchdogHandle", "beat_period", "start_watchdog", "watched_loops"]
+__all__ = ["PYTHON_CODE", "STALL_ADVICE", "WatchdogHandle", "start_watchdog", "watched_loops"]
 
 STALL_ADVICE = (
     "move the work off the loop: await anyio.to_thread.run_sync(...) for blocking calls, a "
     "process pool for CPU-bound code, or the library's async API"
 )
+#: The call of a stall spent in the attributed frame's own bytecode.
 PYTHON_CODE = "Python code"
 
 #: How often threads are scanned for loops that started after the guard.
 DISCOVERY_INTERVAL = 0.5
-#: A loop that never answers its first beat within this time is forgotten (found again if alive).
-FIRST_BEAT_TIMEOUT = 5.0
 #: A loop that stays stopped this long is forgotten (found again if it runs again).
 IDLE_FORGET = 30.0
 #: Samples kept per stall (the most recent).
@@ -106,42 +107,37 @@ _perf = time.perf_counter
 _HOTPATH_MODULE = "blockbuster_lite._hotpath"
 
 
-def beat_period(threshold: float) -> float:
-    """Heartbeat period for a threshold: threshold / 10, between 2 ms and 50 ms."""
-    return min(max(threshold / 10, 0.002), 0.05)
+def _idle_interval(threshold: float) -> float:
+    return min(max(threshold / 2, 0.005), 0.5)
 
 
-def _tick_interval(threshold: float) -> float:
+def _sampled_interval(threshold: float) -> float:
     return min(max(threshold / 4, 0.005), 0.25)
 
 
-def _sample_interval(threshold: float) -> float:
-    return min(max(threshold / 10, 0.005), _tick_interval(threshold))
+def _busy_interval(threshold: float) -> float:
+    return min(max(threshold / 10, 0.005), 0.1)
 
 
 # --- loop machinery, known by code object ------------------------------------------------------
 
 
 def _codes(*functions: Any) -> frozenset[CodeType]:
-    found = set()
-    for function in functions:
-        code = getattr(function, "__code__", None)
-        if isinstance(code, CodeType):
-            found.add(code)
-    return frozenset(found)
+    return frozenset(
+        code for code in (getattr(f, "__code__", None) for f in functions) if isinstance(code, CodeType)
+    )
 
 
+_BaseEventLoop = asyncio.base_events.BaseEventLoop
 #: Frames that call a loop callback: everything above them is the running callback.
-_DISPATCH: frozenset[CodeType] = _codes(asyncio.events.Handle._run)
-#: Frames of the loop itself: a thread whose innermost frames reach one of these first is idle.
-_LOOP_INTERNALS: frozenset[CodeType] = _codes(
-    getattr(asyncio.base_events.BaseEventLoop, "_run_once", None),
-    asyncio.base_events.BaseEventLoop.run_forever,
-    asyncio.base_events.BaseEventLoop.run_until_complete,
+_DISPATCH = _codes(asyncio.events.Handle._run)
+#: Frames of the loop itself: a stack that reaches one of these before a dispatch frame is idle.
+_LOOP_INTERNALS = _codes(
+    getattr(_BaseEventLoop, "_run_once", None), _BaseEventLoop.run_forever, _BaseEventLoop.run_until_complete
 )
-_RUN_FOREVER = asyncio.base_events.BaseEventLoop.run_forever.__code__
-#: ``asyncio.Runner.run`` (3.11+): holds the loop in ``self._loop``, uvloop's included.
-_RUNNER_RUN: CodeType | None = next(iter(_codes(getattr(getattr(asyncio, "Runner", None), "run", None))), None)
+_RUN_FOREVER = _BaseEventLoop.run_forever.__code__
+#: ``asyncio.Runner.run`` (3.11+) holds its loop in ``self._loop``, uvloop's included.
+_RUNNER_RUN = next(iter(_codes(getattr(getattr(asyncio, "Runner", None), "run", None))), None)
 
 
 @dataclass(frozen=True)
@@ -154,7 +150,7 @@ _trio_codes = _TrioCodes()
 
 
 def _trio_machinery() -> _TrioCodes:
-    """trio's run-loop code objects, once trio is imported (nothing is imported here)."""
+    """trio's run-loop code objects once trio is imported (this module never imports it)."""
     global _trio_codes
     if _trio_codes.run is None:
         module = sys.modules.get("trio._core._run")
@@ -167,7 +163,7 @@ def _trio_machinery() -> _TrioCodes:
     return _trio_codes
 
 
-# --- samples -------------------------------------------------------------------------------------
+# --- what the monitor records ----------------------------------------------------------------
 
 
 @dataclass
@@ -196,112 +192,170 @@ class _TaskInfo:
     exempt: bool = False
 
 
-class _LoopWatch:
-    """One watched loop (asyncio/uvloop loop, or a trio ``Runner``) and its heartbeat."""
+class _TrioHooks:
+    """A trio instrument (duck-typed: trio is imported only by programs that use it)."""
 
-    def __init__(self, monitor: _Monitor, target: Any, kind: str) -> None:
-        self.monitor = monitor
+    def __init__(self, watch: _LoopWatch) -> None:
+        self.watch = watch
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.watch.before_poll()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.watch.after_poll()
+
+    def after_run(self) -> None:
+        self.watch.ended = True
+
+
+class _LoopWatch:
+    """One watched loop (an asyncio/uvloop loop, or a trio ``Runner``)."""
+
+    def __init__(self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None) -> None:
         self.target = target
         self.kind = kind  # "asyncio" or "trio"
-        self.period = monitor.period
-        self.trigger = monitor.threshold + self.period / 2
-        self.thread_id: int | None = None
-        self.thread_name = ""
-        self.boundary: CodeType | None = None
-        self.registered = _perf()
-        self.last_beat = 0.0
-        self.stopped_since: float | None = None
-        self.gaps: deque[tuple[float, float]] = deque(maxlen=64)
+        self.hooked = False  # True: the loop times its own turns; False: sampled (uvloop)
+        self.thread_id = thread_id
+        self.thread_name = _thread_name(thread_id)
+        self.boundary = boundary  # code of the frame under the callbacks, when not a known one
+        self.threshold = 0.0
+        self.turn_start: float | None = None  # when the loop left its poll; None: unknown yet
+        self.polling = False
+        self.paused = False  # the loop stopped running since the last turn began
+        self.gaps: deque[tuple[float, float]] = deque(maxlen=64)  # (start, end) of long turns
         self.samples: deque[_Sample] = deque(maxlen=MAX_SAMPLES)
         self.task: _TaskInfo | None = None
-        self.paused = False
-        self.stopped = False  # set by the monitor: beat no more
-        self.ended = False  # the trio run finished, or the loop is closed
+        self.stopped_since: float | None = None
+        self.ended = False
+        self.stopped = False
+        self.unhook: Any = None
+        # sampled loops only
+        self.free_at: float | None = None  # last time the loop was seen idle or ran our beat
+        self.beat_posted = False
+        self.beat_ran: float | None = None
 
-    # -- loop thread ---------------------------------------------------------------------------
-    def adopt(self, boundary: CodeType | None) -> None:
-        """Register from the loop thread itself (the guard started inside async code)."""
-        self.thread_id = threading.get_ident()
-        self.thread_name = threading.current_thread().name
-        self.boundary = boundary
-        # The current callback may be the one that stalls: count it from now.
-        self.last_beat = _perf() - self.period / 2
-
-    def on_beat(self, caller: FrameType | None) -> None:
+    # -- loop thread -------------------------------------------------------------------------
+    def before_poll(self) -> None:
         now = _perf()
-        if self.thread_id is None:
+        start = self.turn_start
+        if self.paused:
+            self.paused = False  # the turn spans a time the loop was not running: no stall
+        elif start is not None and now - start >= self.threshold:
+            self.gaps.append((start, now))
+        self.polling = True
+
+    def after_poll(self) -> None:
+        self.turn_start = _perf()
+        self.polling = False
+
+    def beat(self) -> None:
+        """Posted by the monitor to a sampled loop: the turn it saw has ended."""
+        if self.thread_id != threading.get_ident():
             self.thread_id = threading.get_ident()
             self.thread_name = threading.current_thread().name
-        if self.boundary is None and caller is not None:
-            self.boundary = caller.f_code
-        if self.paused:
-            self.paused = False  # the gap spans a time the loop was not running: no stall
-        elif self.last_beat and now - self.last_beat >= self.trigger:
-            self.gaps.append((self.last_beat, now))  # before last_beat: the monitor relies on it
-        self.last_beat = now
+        self.beat_ran = _perf()
 
-    def asyncio_beat(self) -> None:
-        if self.stopped:
-            return
-        self.on_beat(sys._getframe(1))
-        try:
-            self.target.call_later(self.period, self.asyncio_beat)
-        except RuntimeError:  # closed
-            self.ended = True
-
-    def trio_install(self) -> None:
-        import trio
-
-        try:
-            trio.lowlevel.spawn_system_task(self._trio_beat, name="blockbuster_lite.watchdog")
-        except RuntimeError:
-            self.ended = True
-
-    async def _trio_beat(self) -> None:
-        import trio
-
-        try:
-            self.on_beat(sys._getframe(1))
-            while not self.stopped:
-                await trio.sleep(self.period)
-                self.on_beat(None)
-        finally:
-            # Cancelled at the end of the run: a stall that ended the run still gets its beat.
-            self.on_beat(None)
-            self.ended = True
-
-    # -- monitor thread ------------------------------------------------------------------------
-    def arm(self) -> bool:
-        """Start the heartbeat from another thread; False when the loop is gone."""
+    # -- hooks ------------------------------------------------------------------------------------
+    def install(self, on_loop_thread: bool) -> bool:
+        """Hook the loop (or post the first beat of a sampled one); False when the loop is gone."""
         try:
             if self.kind == "trio":
-                self.target.current_trio_token().run_sync_soon(self.trio_install)
-            else:
-                self.target.call_soon_threadsafe(self.asyncio_beat)
+                if on_loop_thread:
+                    self._add_instrument()
+                else:
+                    self.target.current_trio_token().run_sync_soon(self._add_instrument)
+                self.hooked = True
+                return True
+            self.hooked = self._hook_selector()
+            if not self.hooked and not on_loop_thread:
+                self.beat_posted = True
+                self.target.call_soon_threadsafe(self.beat)
         except Exception:
             return False
         return True
 
+    def _add_instrument(self) -> None:
+        import trio
+
+        hooks = _TrioHooks(self)
+        trio.lowlevel.add_instrument(hooks)  # type: ignore[arg-type]
+
+        def remove() -> None:
+            with contextlib.suppress(Exception):
+                trio.lowlevel.remove_instrument(hooks)  # type: ignore[arg-type]
+
+        def unhook() -> None:
+            if self.thread_id == threading.get_ident():
+                remove()
+            else:
+                with contextlib.suppress(Exception):
+                    self.target.current_trio_token().run_sync_soon(remove)
+
+        self.unhook = unhook
+
+    def _hook_selector(self) -> bool:
+        selector = getattr(self.target, "_selector", None) or getattr(self.target, "_proactor", None)
+        original = getattr(selector, "select", None)
+        if original is None or not hasattr(selector, "__dict__"):
+            return False
+        before, after = self.before_poll, self.after_poll
+
+        def select(*args: Any, **kwargs: Any) -> Any:
+            before()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                after()
+
+        select.__wrapped__ = original  # type: ignore[attr-defined]
+        missing = object()
+        previous = vars(selector).get("select", missing)
+        selector.select = select
+
+        def unhook() -> None:
+            if vars(selector).get("select") is select:
+                if previous is missing:
+                    del selector.select
+                else:
+                    selector.select = previous
+
+        self.unhook = unhook
+        return True
+
+    def stop(self) -> None:
+        self.stopped = True
+        unhook, self.unhook = self.unhook, None
+        if unhook is not None:
+            unhook()
+
+    # -- monitor thread ---------------------------------------------------------------------------
     def running(self) -> bool:
+        if self.ended:
+            return False
         if self.kind == "trio":
-            return not self.ended
+            return True
         try:
             return bool(self.target.is_running())
         except Exception:
             return False
 
     def closed(self) -> bool:
-        if self.ended:
-            return True
-        if self.kind == "trio":
-            return False
+        if self.ended or self.kind == "trio":
+            return self.ended
         try:
             return bool(self.target.is_closed())
         except Exception:
             return True
 
 
-# --- the monitor ---------------------------------------------------------------------------------
+def _thread_name(thread_id: int | None) -> str:
+    for thread in threading.enumerate():
+        if thread.ident == thread_id:
+            return thread.name
+    return ""
+
+
+# --- the monitor -------------------------------------------------------------------------------
 
 
 class _Monitor:
@@ -309,75 +363,72 @@ class _Monitor:
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.period = beat_period(threshold)
         self.handles: list[WatchdogHandle] = []
         self.watches: dict[int, _LoopWatch] = {}
-        self.lock = threading.RLock()  # watches, gap processing, reporting
+        self.lock = threading.RLock()  # watches, stall processing
         self.wake = threading.Event()
         self.stopping = False
         self.next_discovery = 0.0
         self.groups: dict[tuple[str, str, str], int] = {}
         self.recent_calls: dict[tuple[str, int], float] = {}
-        self.thread = threading.Thread(
-            target=self._run, name="blockbuster_lite.watchdog", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name="blockbuster_lite.watchdog", daemon=True)
 
-    # -- configuration -------------------------------------------------------------------------
     def set_threshold(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.period = beat_period(threshold)
         with self.lock:
+            self.threshold = threshold
             for watch in self.watches.values():
-                watch.period = self.period
-                watch.trigger = threshold + self.period / 2
+                watch.threshold = threshold
 
     def note_violation(self, violation: Violation) -> None:
-        """Observer: remember where the catalogue reported calls, so stalls are not doubled."""
+        """Observer: where the catalogue reported a call, so the stall it caused is not doubled."""
         if violation.kind == "call":
             self.recent_calls[(violation.filename, violation.lineno)] = _perf()
 
-    # -- registering loops ---------------------------------------------------------------------
+    # -- finding loops ------------------------------------------------------------------------
     def watch_current_thread(self) -> None:
-        """Watch the loop running on this thread, if any (the guard started in async code)."""
+        """Watch the loop running on this thread, if any (a guard started inside async code)."""
         loop = asyncio._get_running_loop()
         if loop is not None:
-            watch = self._add(loop, "asyncio", arm=False)
-            if watch is not None:
-                watch.adopt(_task_boundary_asyncio(loop))
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon(watch.asyncio_beat)
-            return
-        from ._loop import trio_state
+            watch = self._add(loop, "asyncio", threading.get_ident(), _task_boundary_asyncio(loop), True)
+        else:
+            from ._loop import trio_state
 
-        run_context = trio_state.run_context
-        runner = run_context.__dict__.get("runner") if run_context is not None else None
-        if runner is not None:
-            watch = self._add(runner, "trio", arm=False)
-            if watch is not None:
-                watch.adopt(_task_boundary_trio(run_context))
-                watch.trio_install()
+            run_context = trio_state.run_context
+            runner = run_context.__dict__.get("runner") if run_context is not None else None
+            if runner is None:
+                return
+            watch = self._add(runner, "trio", threading.get_ident(), None, True)
+        if watch is not None:
+            # The callback running now may be the one that stalls: time it from here.
+            watch.turn_start = _perf()
+            if not watch.hooked:
+                watch.free_at = watch.turn_start
 
-    def _add(self, target: Any, kind: str, *, arm: bool = True) -> _LoopWatch | None:
+    def _add(
+        self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None, here: bool
+    ) -> _LoopWatch | None:
         with self.lock:
             known = self.watches.get(id(target))
             if known is not None and known.target is target and not known.closed():
                 return None
-            watch = _LoopWatch(self, target, kind)
-            if arm and not watch.arm():
+            watch = _LoopWatch(target, kind, thread_id, boundary)
+            watch.threshold = self.threshold
+            if not watch.install(here):
                 return None
+            if known is not None:
+                known.stop()
             self.watches[id(target)] = watch
             return watch
 
     def discover(self, frames: Mapping[int, FrameType]) -> None:
-        busy = {w.thread_id for w in self.watches.values() if w.thread_id and w.running()}
+        running = {w.thread_id for w in self.watches.values() if w.running()}
         own = threading.get_ident()
         for thread_id, top in frames.items():
-            if thread_id == own or thread_id in busy:
-                continue
-            for target, kind in _loops_on_stack(top):
-                self._add(target, kind)
+            if thread_id != own and thread_id not in running:
+                for target, kind, boundary in _loops_on_stack(top):
+                    self._add(target, kind, thread_id, boundary, False)
 
-    # -- the thread ----------------------------------------------------------------------------
+    # -- the thread -----------------------------------------------------------------------------
     def start(self) -> None:
         state.observers = (*state.observers, self.note_violation)
         self.thread.start()
@@ -388,14 +439,18 @@ class _Monitor:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         state.observers = tuple(o for o in state.observers if o != self.note_violation)
+
+    def unhook_all(self) -> None:
         with self.lock:
             for watch in self.watches.values():
-                watch.stopped = True
+                watch.stop()
+            self.watches.clear()
 
     def _run(self) -> None:
         while not self.stopping:
+            start = _perf()
             try:
-                interval = self.tick(_perf())
+                interval = self.tick(start)
             except Exception as exc:  # the watchdog never takes the program down
                 _log_failure(exc)
                 interval = 1.0
@@ -403,8 +458,8 @@ class _Monitor:
             self.wake.clear()
 
     def tick(self, now: float) -> float:
-        """One round: report finished stalls, sample overdue loops; returns the next interval."""
-        interval = _tick_interval(self.threshold)
+        """One round: report finished stalls, sample busy loops; returns the next interval."""
+        interval = _idle_interval(self.threshold)
         frames: dict[int, FrameType] | None = None
         with self.lock:
             if now >= self.next_discovery:
@@ -412,64 +467,97 @@ class _Monitor:
                 self.discover(frames)
                 self.next_discovery = now + DISCOVERY_INTERVAL
             for key, watch in list(self.watches.items()):
-                last_beat = watch.last_beat
-                self._process_gaps(watch)
-                if watch.thread_id is None:
-                    if now - watch.registered > FIRST_BEAT_TIMEOUT:
-                        self._forget(key, watch)
-                    continue
+                # Read before reporting: the loop queues a long turn's gap before it polls.
+                polling, start = watch.polling, watch.turn_start
+                if not watch.hooked:
+                    interval = min(interval, _sampled_interval(self.threshold))
+                    self._settle_beat(watch)
+                self._report_gaps(watch)
                 if not watch.running():
                     watch.paused = True
                     watch.samples.clear()
                     watch.task = None
+                    watch.free_at = None
                     if watch.stopped_since is None:
                         watch.stopped_since = now
                     if watch.closed() or now - watch.stopped_since > IDLE_FORGET:
-                        self._forget(key, watch)
+                        watch.stop()
+                        del self.watches[key]
                     continue
                 watch.stopped_since = None
-                if now - last_beat - watch.period >= watch.period:
-                    if frames is None:
-                        frames = sys._current_frames()
-                    top = frames.get(watch.thread_id)
-                    if top is not None:
-                        watch.samples.append(self._sample(watch, top, now))
-                    interval = min(interval, _sample_interval(self.threshold))
-                else:
-                    while watch.samples and watch.samples[0].time < last_beat:
-                        watch.samples.popleft()
-                    if not watch.samples:
-                        watch.task = None
-            del frames  # frames of other threads must not outlive the tick
+                if watch.thread_id is None:
+                    continue
+                if watch.hooked:
+                    if polling or start is None:
+                        self._forget_samples(watch)
+                        continue
+                    wait = start + self.threshold / 2 - now
+                    if wait > 0:  # too young to matter yet: look again when it could
+                        self._forget_samples(watch)
+                        interval = min(interval, wait)
+                        continue
+                if frames is None:
+                    frames = sys._current_frames()
+                top = frames.get(watch.thread_id)
+                if top is None:
+                    continue
+                sample = self._sample(watch, top, now)
+                if not watch.hooked and not self._track(watch, sample, now):
+                    continue
+                watch.samples.append(sample)
+                interval = min(interval, _busy_interval(self.threshold))
+            del frames  # other threads' frames must not outlive the tick
         return interval
 
-    def _forget(self, key: int, watch: _LoopWatch) -> None:
-        watch.stopped = True
-        del self.watches[key]
+    def _forget_samples(self, watch: _LoopWatch) -> None:
+        if watch.samples or watch.task is not None:
+            watch.samples.clear()
+            watch.task = None
 
-    # -- samples -------------------------------------------------------------------------------
+    def _settle_beat(self, watch: _LoopWatch) -> None:
+        """A sampled loop ran our beat: the turn we saw busy is over; was it a stall?"""
+        ran = watch.beat_ran
+        if ran is None:
+            return
+        watch.beat_ran = None
+        watch.beat_posted = False
+        start = watch.turn_start
+        if start is not None and ran - start >= self.threshold:
+            watch.gaps.append((start, ran))
+        watch.turn_start = None
+        watch.free_at = ran
+
+    def _track(self, watch: _LoopWatch, sample: _Sample, now: float) -> bool:
+        """Follow a sampled loop; True when the sample belongs to a busy turn worth keeping."""
+        if sample.idle:
+            if not watch.beat_posted:
+                watch.free_at = now
+                watch.turn_start = None
+                self._forget_samples(watch)
+            return False
+        if watch.turn_start is None:
+            # Started at some point since the loop was last seen free: take the middle.
+            free_at = watch.free_at if watch.free_at is not None else now
+            watch.turn_start = (free_at + now) / 2
+        if not watch.beat_posted:
+            try:
+                watch.target.call_soon_threadsafe(watch.beat)
+                watch.beat_posted = True
+            except RuntimeError:  # closed
+                watch.ended = True
+                return False
+        return True
+
+    # -- samples ----------------------------------------------------------------------------------
     def _sample(self, watch: _LoopWatch, top: FrameType, now: float) -> _Sample:
-        frames = _callback_frames(top, watch)
+        frames = _callback_frames(top, watch.boundary)
         if not frames:
             return _Sample(now, idle=True)
-        guards = state.guards
-        guard = guards[-1] if guards else None
         infos = [code_info(frame) for frame in frames]
-        catalogue = any(info.kind == INTERNAL and info.module == _HOTPATH_MODULE for info in infos)
         index = _site_index(infos)
         frame, info = frames[index], infos[index]
-        excluded = False
-        if guard is not None:
-            if guard.allow:
-                excluded = any(
-                    rule.matches(i.module, i.filename, i.qualname) for i in infos for rule in guard.allow
-                )
-            if guard.scope is not None and not any(_in_packages(i.module, guard.scope) for i in infos):
-                excluded = True
         if watch.task is None:
             watch.task = _running_task(watch, frames)
-        if watch.task.exempt:
-            excluded = True
         return _Sample(
             time=now,
             idle=False,
@@ -479,27 +567,21 @@ class _Monitor:
             module=info.module,
             call=_call_name(frames, infos, index),
             stack=render_stack(frame),
-            catalogue=catalogue,
-            excluded=excluded,
+            catalogue=any(i.kind == INTERNAL and i.module == _HOTPATH_MODULE for i in infos),
+            excluded=watch.task.exempt or _excluded(infos),
         )
 
-    # -- stalls --------------------------------------------------------------------------------
-    def _process_gaps(self, watch: _LoopWatch, extra: Guard | None = None) -> None:
+    # -- stalls -----------------------------------------------------------------------------------
+    def _report_gaps(self, watch: _LoopWatch, extra: Guard | None = None) -> None:
         while watch.gaps:
             start, end = watch.gaps.popleft()
-            window = [s for s in watch.samples if start < s.time < end]
-            self._stall(watch, start, end, window, extra)
+            busy = [s for s in watch.samples if start <= s.time <= end and not s.idle]
+            self._stall(watch, start, end, busy, extra)
 
     def _stall(
-        self,
-        watch: _LoopWatch,
-        previous_beat: float,
-        end: float,
-        samples: list[_Sample],
-        extra: Guard | None,
+        self, watch: _LoopWatch, start: float, end: float, busy: list[_Sample], extra: Guard | None
     ) -> None:
-        duration = end - previous_beat - watch.period / 2
-        busy = [s for s in samples if not s.idle]
+        duration = end - start
         if duration < self.threshold or not busy:
             return
         votes = Counter(s.group for s in busy)
@@ -508,10 +590,9 @@ class _Monitor:
         if chosen.catalogue or chosen.excluded:
             return
         seen = self.recent_calls.get((chosen.filename, chosen.lineno))
-        if seen is not None and previous_beat <= seen <= end + self.threshold:
+        if seen is not None and start <= seen <= end + self.threshold:
             return
-        group = chosen.group
-        lineno = self.groups.setdefault(group, chosen.lineno)
+        lineno = self.groups.setdefault(chosen.group, chosen.lineno)
         task = watch.task or _TaskInfo()
         violation = Violation(
             call=chosen.call,
@@ -529,21 +610,22 @@ class _Monitor:
         )
         _emit(violation, chosen.module, task.context, extra)
 
-    def flush(self, extra: Guard | None) -> None:
-        """Report what is pending (called on stop, after the thread ended)."""
+    def flush(self, guard: Guard) -> None:
+        """Report what is pending for a guard that stops (the monitor may be gone already)."""
         with self.lock:
-            loop = asyncio._get_running_loop()
-            for watch in self.watches.values():
-                if watch.thread_id == threading.get_ident() and (
-                    watch.kind == "trio" or watch.target is loop
-                ):
-                    # Stopping from inside the loop: the current callback may be the stall,
-                    # and its beat will never come while we are here.
+            here = threading.get_ident()
+            for watch in list(self.watches.values()):
+                if not watch.hooked:
+                    self._settle_beat(watch)
+                start = watch.turn_start
+                if watch.thread_id == here and start is not None and not watch.polling:
+                    # Stopping from inside the loop: the turn running now may be the stall, and
+                    # it cannot end while we are in it.
                     now = _perf()
-                    if now - watch.last_beat >= watch.trigger:
-                        watch.gaps.append((watch.last_beat, now))
-                        watch.last_beat = now
-                self._process_gaps(watch, extra)
+                    if now - start >= self.threshold:
+                        watch.gaps.append((start, now))
+                        watch.turn_start = now
+                self._report_gaps(watch, guard)
 
 
 def _log_failure(exc: BaseException) -> None:
@@ -559,19 +641,15 @@ def _log_failure(exc: BaseException) -> None:
 
 
 def _emit(
-    violation: Violation,
-    module: str,
-    context: contextvars.Context | None,
-    extra: Guard | None,
+    violation: Violation, module: str, context: contextvars.Context | None, extra: Guard | None
 ) -> None:
     guards = state.guards
     guard = guards[-1] if guards else extra
     if guard is None:
         return
     mode = guard.effective_mode()
-    action = Mode.LOG if mode in (Mode.LOG, Mode.OFF) else Mode.WARN
-    if action is not violation.action:
-        violation = _replace_action(violation, action)
+    if mode in (Mode.LOG, Mode.OFF):
+        violation = replace(violation, action=Mode.LOG)
 
     def report() -> None:
         from ._hotpath import record
@@ -591,12 +669,6 @@ def _emit(
         _log_failure(exc)
 
 
-def _replace_action(violation: Violation, action: Mode) -> Violation:
-    from dataclasses import replace
-
-    return replace(violation, action=action)
-
-
 def _tell(violation: Violation, module: str) -> None:
     token = reentrant.set(True)
     try:
@@ -612,7 +684,7 @@ def _tell(violation: Violation, module: str) -> None:
                 module=module or None,
                 registry=None,
             )
-        except Exception:  # a warnings filter turned it into an error on our thread
+        except Exception:  # a warnings filter made it an error on our thread: log it instead
             logger.warning("%s", format_message(violation))
     finally:
         reentrant.reset(token)
@@ -621,10 +693,9 @@ def _tell(violation: Violation, module: str) -> None:
 # --- reading another thread's stack --------------------------------------------------------------
 
 
-def _callback_frames(top: FrameType, watch: _LoopWatch) -> list[FrameType]:
-    """The frames of the callback running on the loop thread, innermost first ([] if idle)."""
+def _callback_frames(top: FrameType, boundary: CodeType | None) -> list[FrameType]:
+    """The frames of the callback running on a loop thread, innermost first ([] if idle)."""
     trio_codes = _trio_machinery()
-    boundary = watch.boundary
     frames: list[FrameType] = []
     frame: FrameType | None = top
     while frame is not None:
@@ -638,7 +709,7 @@ def _callback_frames(top: FrameType, watch: _LoopWatch) -> list[FrameType]:
     return []  # not inside this loop at all (it stopped between two looks)
 
 
-def _site_index(infos: list[Any]) -> int:
+def _site_index(infos: list[CodeInfo]) -> int:
     """The frame a stall is attributed to: innermost user frame, else library, else any."""
     first_library = first_other = None
     for index, info in enumerate(infos):
@@ -653,98 +724,89 @@ def _site_index(infos: list[Any]) -> int:
     return first_other if first_other is not None else 0
 
 
-def _in_packages(module: str, packages: tuple[str, ...]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in packages)
+def _excluded(infos: list[CodeInfo]) -> bool:
+    """The innermost guard's allow rules and scope apply to stalls as to calls."""
+    guards = state.guards
+    if not guards:
+        return False
+    guard = guards[-1]
+    if any(rule.matches(i.module, i.filename, i.qualname) for i in infos for rule in guard.allow):
+        return True
+    scope = guard.scope
+    if scope is None:
+        return False
+    return not any(i.module == p or i.module.startswith(p + ".") for i in infos for p in scope)
 
 
+# 3.11 runs a specialized call to a builtin inside PRECALL, so the frame stops there.
 _CALL_OPS = frozenset(
     op for name, op in dis.opmap.items() if name.startswith("CALL") or name == "PRECALL"
 )
 
 
-def _call_name(frames: list[FrameType], infos: list[Any], index: int) -> str:
+def _call_name(frames: list[FrameType], infos: list[CodeInfo], index: int) -> str:
     """What the attributed frame is running: a callee's name, or ``Python code``."""
     if index > 0:
         callee = infos[index - 1]
-        qualname: str = callee.qualname
         if callee.kind == INTERNAL or not callee.module:
-            return qualname
-        return f"{callee.module}.{qualname}"
-    frame = frames[0]
+            return callee.qualname
+        return f"{callee.module}.{callee.qualname}"
     try:
-        name = _c_callee(frame)
+        name = _c_callee(frames[0])
     except Exception:
         name = None
     return name or PYTHON_CODE
 
 
 def _c_callee(frame: FrameType) -> str | None:
-    """The callee of the call instruction a frame is executing (a C function: no frame of its own)."""
+    """The callee of the call a frame is executing: a C function, which has no frame of its own."""
     code = frame.f_code
     lasti = frame.f_lasti
     raw = code.co_code
-    if lasti < 0 or lasti >= len(raw) or raw[lasti] not in _CALL_OPS:
-        return None
-    positions = getattr(code, "co_positions", None)
-    if positions is None:
+    positions = getattr(code, "co_positions", None)  # 3.11+
+    if positions is None or not 0 <= lasti < len(raw) or raw[lasti] not in _CALL_OPS:
         return None
     for offset, position in enumerate(positions()):
         if offset == lasti // 2:
-            lineno, _end, column, _end_column = position
+            lineno, _, column, _ = position
             break
     else:
         return None
     if lineno is None or column is None:
         return None
-    line = linecache.getline(code.co_filename, lineno).encode()
-    text = line[column:].decode(errors="replace")
-    expression = text.split("(", 1)[0].strip()
+    line = linecache.getline(code.co_filename, lineno).encode()  # columns count UTF-8 bytes
+    expression = line[column:].decode(errors="replace").split("(", 1)[0].strip()
     parts = expression.split(".")
-    if not expression or not all(part.isidentifier() for part in parts):
+    if not all(part.isidentifier() for part in parts):
         return None
     return _resolve(parts, frame.f_globals) or expression
 
 
 def _resolve(parts: list[str], namespace: Mapping[str, Any]) -> str | None:
-    """``module.function`` for a dotted name, walking modules and classes only (no user code runs)."""
-    sentinel = object()
-    obj = namespace.get(parts[0], sentinel)
-    if obj is sentinel:
-        obj = getattr(builtins, parts[0], sentinel)
-    if obj is sentinel:
+    """``module.function`` for a dotted name, through modules and classes only (no user code runs)."""
+    missing = object()
+    obj = namespace.get(parts[0], missing)
+    if obj is missing:
+        obj = vars(builtins).get(parts[0], missing)
+    if obj is missing:
         return None
     if isinstance(obj, types.ModuleType):
         return ".".join([obj.__name__, *parts[1:]])
     for part in parts[1:]:
         if not isinstance(obj, type):
             return None
-        obj = inspect_static(obj, part)
-        if obj is None:
-            return None
+        obj = next((vars(k)[part] for k in obj.__mro__ if part in vars(k)), None)
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if isinstance(module, str) and isinstance(qualname, str):
-        return qualname if module == "builtins" else f"{module}.{qualname}"
-    return None
-
-
-def inspect_static(owner: type, name: str) -> Any:
-    for klass in owner.__mro__:
-        if name in vars(klass):
-            return vars(klass)[name]
-    return None
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    return qualname if module == "builtins" else f"{module}.{qualname}"
 
 
 def _task_boundary_asyncio(loop: asyncio.AbstractEventLoop) -> CodeType | None:
+    """The code under the current task's coroutine: uvloop's callers have no fixed name."""
     task = _current_tasks().get(loop)
     frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
-    caller = frame.f_back if frame is not None else None
-    return caller.f_code if caller is not None else None
-
-
-def _task_boundary_trio(run_context: Any) -> CodeType | None:
-    task = run_context.__dict__.get("task")
-    frame = getattr(getattr(task, "coro", None), "cr_frame", None)
     caller = frame.f_back if frame is not None else None
     return caller.f_code if caller is not None else None
 
@@ -755,15 +817,15 @@ def _current_tasks() -> dict[Any, Any]:
 
 
 def _task_context(task: Any) -> contextvars.Context | None:
-    get_context = getattr(task, "get_context", None)  # 3.12+
+    get_context = getattr(task, "get_context", None)  # asyncio 3.12+
     if get_context is not None:
         context = get_context()
         return context if isinstance(context, contextvars.Context) else None
     context = getattr(task, "context", None)  # trio
     if isinstance(context, contextvars.Context):
         return context
-    # 3.10/3.11: the C Task keeps its context private, but reports it to the garbage collector
-    # first among its references.
+    # asyncio 3.10/3.11: the C Task keeps its context private but reports it to the garbage
+    # collector, first among its references.
     for referent in gc.get_referents(task):
         if isinstance(referent, contextvars.Context):
             return referent
@@ -789,7 +851,7 @@ def _running_task(watch: _LoopWatch, frames: list[FrameType]) -> _TaskInfo:
         return _TaskInfo()
     if context is None:
         return _TaskInfo(name=name)
-    snapshot = context.copy()  # the task goes on; keep what it was in during the stall
+    snapshot = context.copy()  # the task goes on: keep what it was in during the stall
     request = snapshot.get(request_context)
     try:
         details = {k: v for k, v in dict(request or {}).items() if v is not None}
@@ -798,8 +860,8 @@ def _running_task(watch: _LoopWatch, frames: list[FrameType]) -> _TaskInfo:
     return _TaskInfo(name, snapshot, details, bool(snapshot.get(exempt, False)))
 
 
-def _loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str]]:
-    """Loops (and trio runners) being run by a thread whose innermost frame is ``top``."""
+def _loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]:
+    """``(loop or trio runner, kind, dispatch code)`` for what a thread is running."""
     trio_codes = _trio_machinery()
     found = False
     frame: FrameType | None = top
@@ -811,22 +873,22 @@ def _loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str]]:
             loop = owner if code is _RUN_FOREVER else getattr(owner, "_loop", None)
             if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
                 found = True
-                yield loop, "asyncio"
-        elif code is trio_codes.run or code is trio_codes.unrolled_run:
+                yield loop, "asyncio", code
+        elif code is trio_codes.run:
             runner = frame.f_locals.get("runner")
             if runner is not None and hasattr(runner, "current_trio_token"):
                 found = True
-                yield runner, "trio"
+                yield runner, "trio", None
         frame = frame.f_back
         depth += 1
     if not found and "uvloop" in sys.modules:
         # uvloop's run_forever is C: an idle uvloop thread's innermost frame is its caller.
         for value in list(top.f_locals.values()):
             if isinstance(value, asyncio.AbstractEventLoop) and value.is_running():
-                yield value, "asyncio"
+                yield value, "asyncio", top.f_code
 
 
-# --- public entry points -------------------------------------------------------------------------
+# --- entry points ----------------------------------------------------------------------------------
 
 
 class WatchdogHandle:
@@ -838,13 +900,14 @@ class WatchdogHandle:
         self._stopped = False
 
     def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            token = reentrant.set(True)
-            try:
-                _remove(self)
-            finally:
-                reentrant.reset(token)
+        if self._stopped:
+            return
+        self._stopped = True
+        token = reentrant.set(True)  # our locks and the join are not the user's blocking calls
+        try:
+            _remove(self)
+        finally:
+            reentrant.reset(token)
 
     def __repr__(self) -> str:
         status = "stopped" if self._stopped else "running"
@@ -860,15 +923,15 @@ def start_watchdog(guard: Guard, seconds: float) -> WatchdogHandle:
     if not seconds > 0:
         raise ValueError(f"watchdog threshold must be > 0, got {seconds!r}")
     handle = WatchdogHandle(guard, float(seconds))
-    token = reentrant.set(True)  # our own locks and thread start are not the user's calls
+    token = reentrant.set(True)
     try:
-        _start(handle)
+        _add_handle(handle)
     finally:
         reentrant.reset(token)
     return handle
 
 
-def _start(handle: WatchdogHandle) -> None:
+def _add_handle(handle: WatchdogHandle) -> None:
     global _monitor
     with _lock:
         monitor = _monitor
@@ -898,30 +961,31 @@ def _remove(handle: WatchdogHandle) -> None:
     if last:
         monitor.stop()
     monitor.flush(handle.guard)
+    if last:
+        monitor.unhook_all()
 
 
 def watched_loops() -> list[tuple[str, str]]:
-    """``(kind, thread name)`` of every loop the watchdog watches now (diagnostics, tests)."""
+    """``(kind, thread name)`` of every loop watched now (diagnostics and tests)."""
     monitor = _monitor
     if monitor is None:
         return []
     with monitor.lock:
-        return [(w.kind, w.thread_name) for w in monitor.watches.values() if w.thread_id]
+        return [(w.kind, w.thread_name) for w in monitor.watches.values() if w.running()]
 
 
 def _restart_after_fork() -> None:
-    # The monitor thread does not survive fork(); a forked worker gets its own.
+    # The monitor thread does not survive fork(): a forked worker (gunicorn) gets its own.
     global _monitor, _lock
     _lock = threading.Lock()
     old = _monitor
     if old is None:
         return
-    monitor = _monitor = _Monitor(min(h.threshold for h in old.handles))
-    monitor.handles = list(old.handles)
     state.observers = tuple(o for o in state.observers if o != old.note_violation)
+    monitor = _monitor = _Monitor(old.threshold)
+    monitor.handles = list(old.handles)
     monitor.start()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_after_fork)
-

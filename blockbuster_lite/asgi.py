@@ -75,7 +75,7 @@ class RequestContext(Mapping[str, Any]):
 
     __slots__ = ("_scope", "method", "owner", "path", "violations")
 
-    def __init__(self, scope: Scope, owner: BlockBusterMiddleware | None = None) -> None:
+    def __init__(self, scope: Scope, owner: BlockBusterMiddleware) -> None:
         self._scope = scope
         self.method: str | None = scope.get("method")
         self.path: str | None = scope.get("path")
@@ -106,13 +106,11 @@ def _observe(violation: Violation) -> None:
     route = violation.context.get("route") or violation.context.get("path") or "?"
     with _counts_lock:
         _totals.setdefault(route, Counter())[violation.call] += 1
-        if context.owner is not None:
-            context.owner._counts.setdefault(route, Counter())[violation.call] += 1
+        context.owner._counts.setdefault(route, Counter())[violation.call] += 1
 
 
 def _request_started() -> None:
-    # The observer is installed only while requests are in flight, so a process that stops
-    # serving is left exactly as it was found.
+    # Observe only while requests are in flight: a process that stops serving is left as found.
     global _in_flight
     with patcher.lock:
         _in_flight += 1
@@ -128,21 +126,17 @@ def _request_finished() -> None:
             state.observers = tuple(o for o in state.observers if o is not _observe)
 
 
-def _snapshot(counts: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
+def _snapshot(counts: dict[str, Counter[str]], reset: bool = False) -> dict[str, dict[str, int]]:
     with _counts_lock:
-        return {route: dict(calls) for route, calls in counts.items()}
+        copy = {route: dict(calls) for route, calls in counts.items()}
+        if reset:
+            counts.clear()
+    return copy
 
 
 def route_stats(*, reset: bool = False) -> dict[str, dict[str, int]]:
-    """Violations per route and call, over every middleware of the process: ``{route: {call: n}}``.
-
-    ``reset=True`` clears the totals after reading them.
-    """
-    stats = _snapshot(_totals)
-    if reset:
-        with _counts_lock:
-            _totals.clear()
-    return stats
+    """``{route: {call: count}}`` over every middleware of the process; ``reset`` clears it."""
+    return _snapshot(_totals, reset)
 
 
 def _end_startup() -> None:

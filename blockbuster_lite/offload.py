@@ -27,19 +27,23 @@ from ._offload import uninstall_task_factory as uninstall_task_factory
 from ._offload import with_portal as with_portal
 from ._pools import DEFAULT_OFFLOAD_THREADS as DEFAULT_OFFLOAD_THREADS
 from ._pools import DEFAULT_SATURATION_S as DEFAULT_SATURATION_S
+from ._pools import ENV_OFFLOAD_FILE_THREADS as ENV_OFFLOAD_FILE_THREADS
 from ._pools import ENV_OFFLOAD_THREADS as ENV_OFFLOAD_THREADS
 from ._pools import ENV_SATURATION_MS as ENV_SATURATION_MS
 from ._pools import PoolStatistics as PoolStatistics
+from ._pools import file_capacity as file_capacity
 from ._pools import offload_capacity as capacity
 from ._pools import pool_statistics as pool_statistics
 from ._pools import saturation_counts as saturation_counts
 from ._pools import saturation_threshold as saturation_threshold
+from ._pools import set_file_capacity as set_file_capacity
 from ._pools import set_offload_capacity as set_capacity
 from ._pools import set_saturation_threshold as set_saturation_threshold
 
 __all__ = (
     "DEFAULT_OFFLOAD_THREADS",
     "DEFAULT_SATURATION_S",
+    "ENV_OFFLOAD_FILE_THREADS",
     "ENV_OFFLOAD_THREADS",
     "ENV_SATURATION_MS",
     "LARGE_IO",
@@ -47,11 +51,13 @@ __all__ = (
     "PoolStatistics",
     "capacity",
     "ensure_portal",
+    "file_capacity",
     "install_task_factory",
     "pool_statistics",
     "saturation_counts",
     "saturation_threshold",
     "set_capacity",
+    "set_file_capacity",
     "set_saturation_threshold",
     "uninstall_task_factory",
     "with_portal",

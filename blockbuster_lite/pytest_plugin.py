@@ -2,22 +2,23 @@
 
 Settings, highest precedence first: ``@pytest.mark.blockbuster(mode=..., allow=[...])`` on the
 test, ``--blockbuster-mode``, ``BLOCKBUSTER_LITE_MODE``, the ini key ``blockbuster_mode``, and the
-default ``off``, so installing the package changes no test suite until asked. A test that requests
-the ``blockbuster`` fixture defaults to ``raise`` instead of ``off``. Allow rules come from
-``BLOCKBUSTER_LITE_ALLOW`` (or else the ini key ``blockbuster_allow``), plus the marker's own;
-``BLOCKBUSTER_LITE_SCOPE`` applies too.
+default ``off``, so installing the package changes no test suite until asked. A test that
+requests the ``blockbuster`` fixture, or carries the marker without a mode, defaults to ``raise``
+instead. Allow rules come from ``BLOCKBUSTER_LITE_ALLOW`` (or else the ini key
+``blockbuster_allow``), plus the marker's own; ``BLOCKBUSTER_LITE_SCOPE`` applies too.
 
 Each test gets a fresh guard for its setup, call and teardown, so blocking calls in async fixtures
 (pytest-asyncio, anyio) count as well. Sync tests run no loop and are never flagged. In raise
 mode a test fails when a blocking call was made while its guard decided, even when the code under
 test swallowed the ``BlockingCallError`` (FastAPI's 500, an ``except Exception``); the failure
-lists each call and site. Calls decided by a guard the test opened itself (``with
-intercept(...)``, to assert that something raises) are that test's business and do not fail it.
-Warn mode reports through pytest's warnings summary, log mode through captured logs.
+lists each call and site. A test that checks them on purpose acknowledges them with
+``blockbuster.clear()``. Calls decided by a guard the test opened itself (``with intercept(...)``)
+are that test's business and do not fail it. Warn mode reports through pytest's warnings summary,
+log mode through captured logs.
 
 When ``BLOCKBUSTER_LITE_MODE`` is set, the start-up hook has already activated a process guard;
-the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). The package
-itself is imported only when some test needs a guard.
+the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). With the
+plugin off, no guard is created and nothing is patched.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ ALLOW_HELP = (
     "path/file.py:function"
 )
 MARKER_HELP = (
-    "blockbuster(mode='raise', allow=[...], scope=None): blocking-call sanitizer settings for "
-    "this test; mode='off' exempts it"
+    "blockbuster(mode=..., allow=[...], scope=None): blocking-call sanitizer settings for this "
+    "test; mode defaults to the session's, or raise when the session's is off by default; "
+    "mode='off' exempts the test"
 )
 # Repeated from blockbuster_lite._guard so that a session with the plugin off imports nothing.
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
@@ -75,8 +77,17 @@ _run_key = pytest.StashKey[_TestRun]()
 _current: _TestRun | None = None
 
 
-def _validate(mode: str, allow: Iterable[str], scope: str | Iterable[str] | None,
-              source: str, allow_source: str) -> tuple[str, tuple[str, ...], tuple[str, ...] | None]:  # fmt: skip
+TestSettings = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # mode, allow, scope
+
+
+def _validate(
+    mode: str,
+    allow: Iterable[str],
+    scope: str | Iterable[str] | None,
+    source: str,
+    allow_source: str,
+    scope_source: str = ENV_SCOPE,
+) -> TestSettings:
     """Parse settings (importing the package only for a mode other than off)."""
     allow = tuple(allow)
     if mode.strip().lower() == "off" and not allow and scope is None:
@@ -86,7 +97,7 @@ def _validate(mode: str, allow: Iterable[str], scope: str | Iterable[str] | None
     try:
         parsed = parse_mode(mode, source)
         rules = parse_allow(allow, allow_source or source)
-        parsed_scope = parse_scope(scope, ENV_SCOPE)
+        parsed_scope = parse_scope(scope, scope_source)
         if parsed is Mode.OFFLOAD:
             from ._offload import require_offload
 
@@ -151,27 +162,30 @@ def pytest_report_header(config: pytest.Config) -> str:
     return line
 
 
-def _test_settings(item: pytest.Item) -> tuple[str, tuple[str, ...], tuple[str, ...] | None]:
+def _test_settings(item: pytest.Item) -> TestSettings | None:
+    """This test's (mode, allow, scope); None when nothing asks for the sanitizer."""
     settings = item.config.stash[_settings_key]
     mode, allow, scope = settings.mode, settings.allow, settings.scope
-    if settings.source == DEFAULT_SOURCE and "blockbuster" in getattr(item, "fixturenames", ()):
-        mode = "raise"
+    configured = settings.source != DEFAULT_SOURCE
+    if not configured and "blockbuster" in getattr(item, "fixturenames", ()):
+        mode, configured = "raise", True
     marker = item.get_closest_marker("blockbuster")
     if marker is None:
-        return mode, allow, scope
+        return (mode, allow, scope) if configured else None
     source = f"@pytest.mark.blockbuster on {item.nodeid}"
     kwargs = dict(marker.kwargs)
     if marker.args:
         kwargs.setdefault("mode", marker.args[0])
     if set(kwargs) - {"mode", "allow", "scope"} or len(marker.args) > 1:
-        pytest.fail(f"blockbuster_lite: {source} takes mode=, allow= and scope= only", pytrace=False)
+        pytest.fail(
+            f"blockbuster_lite: {source} takes mode=, allow= and scope= only", pytrace=False
+        )
     marker_allow = kwargs.get("allow", ())
     marker_allow = [marker_allow] if isinstance(marker_allow, str) else list(marker_allow)
     try:
-        return _validate(
-            str(kwargs.get("mode", mode)), (*allow, *marker_allow),
-            kwargs.get("scope", scope), source, source,
-        )  # fmt: skip
+        mode = str(kwargs.get("mode", mode if configured else "raise"))
+        scope = kwargs.get("scope", scope)
+        return _validate(mode, (*allow, *marker_allow), scope, source, source, source)
     except pytest.UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -188,12 +202,15 @@ def _observe(violation: Violation) -> None:
 
 def _begin(item: pytest.Item) -> None:
     global _current
-    mode, allow, scope = _test_settings(item)
-    guards_active = "blockbuster_lite._state" in sys.modules and bool(
-        sys.modules["blockbuster_lite._state"].state.guards
-    )
-    if mode == "off" and not guards_active and "blockbuster" not in getattr(item, "fixturenames", ()):
+    settings = _test_settings(item)
+    if settings is None:  # the plugin is off: leave any guard the suite set up alone
         return
+    mode, allow, scope = settings
+    state_module = sys.modules.get("blockbuster_lite._state")
+    others_active = state_module is not None and bool(state_module.state.guards)
+    wants_fixture = "blockbuster" in getattr(item, "fixturenames", ())
+    if mode == "off" and not others_active and not wants_fixture:
+        return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ._guard import Guard
     from ._state import state
 

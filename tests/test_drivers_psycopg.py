@@ -189,9 +189,7 @@ def test_the_async_api_is_never_flagged(postgres: PostgresInfo) -> None:
             async with aconn.cursor(name="async_server_side") as named:
                 await named.execute("select generate_series(1, 3)")
                 rows += [row async for row in named]
-            async with aconn.cursor() as acur, acur.copy(
-                "copy (select 9) to stdout"
-            ) as copy:
+            async with aconn.cursor() as acur, acur.copy("copy (select 9) to stdout") as copy:
                 rows.append(b"".join([bytes(data) async for data in copy]))
             async with aconn.pipeline():
                 acur2 = await aconn.execute("select 10")

@@ -176,7 +176,9 @@ def test_flagged_under_uvloop(conn: pymysql.connections.Connection[Any]) -> None
 def test_restored_after_the_guard() -> None:
     before = {cls: dict(vars(cls)) for cls in CLASSES}
     with bl.intercept("raise"):
-        assert vars(pymysql.cursors.Cursor)["execute"] is not before[pymysql.cursors.Cursor]["execute"]
+        assert (
+            vars(pymysql.cursors.Cursor)["execute"] is not before[pymysql.cursors.Cursor]["execute"]
+        )
     for cls in CLASSES:
         after = vars(cls)
         assert after.keys() == before[cls].keys()

@@ -89,9 +89,7 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_app(
-    *, slow_url: str = "", big_file: Path | None = None, threads: int = 0, middleware: bool = True
-) -> FastAPI:
+def make_app(*, slow_url: str = "", big_file: Path | None = None, threads: int = 0) -> FastAPI:
     probe = LagProbe()
 
     @asynccontextmanager
@@ -103,8 +101,7 @@ def make_app(
         task.cancel()
 
     app = FastAPI(lifespan=lifespan)
-    if middleware:
-        app.add_middleware(BlockBusterMiddleware, mode="offload")
+    app.add_middleware(BlockBusterMiddleware, mode="offload")
 
     @app.get("/sleep")
     async def sleep() -> dict[str, str]:
@@ -205,15 +202,12 @@ def test_sleeping_endpoint_is_rescued(loop: str, http_impl: str) -> None:
 
 @pytest.mark.parametrize(("loop", "http_impl"), SERVERS)
 def test_large_file_read_is_rescued(loop: str, http_impl: str, big_file: Path) -> None:
-    # A page-cached read is memory-bound: on a small shared machine twenty parallel reads still
-    # slow every thread, the loop's too. So the bar is relative: the stall seen with the reads
-    # made on the loop (their sum) against the worst stall seen with offload.
-    with serve(make_app(big_file=big_file, middleware=False), loop, http_impl) as base:
-        _, _, inline_lag, _ = run_burst(base, "/file")
+    # Made on the loop, twenty 64 MiB reads stall it for up to their sum (~0.6-0.9 s here with
+    # asyncio+h11); offloaded, in the narrower file lane of the pool, the probe keeps ticking.
     with serve(make_app(big_file=big_file), loop, http_impl) as base:
         _, bodies, lag, violations = run_burst(base, "/file")
     assert bodies == [{"size": big_file.stat().st_size}] * REQUESTS
-    assert lag < inline_lag / 2, f"stall {lag * 1000:.0f} ms, inline {inline_lag * 1000:.0f} ms"
+    assert lag < 0.2, f"the server's loop stalled for {lag * 1000:.0f} ms"
     assert {v["action"] for v in violations if v["call"] == "open"} == {"offload"}
 
 

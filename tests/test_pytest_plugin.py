@@ -63,6 +63,54 @@ def test_nothing_is_patched():
     result.assert_outcomes(passed=4)
 
 
+def test_off_leaves_the_suites_own_guard_alone(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+import blockbuster_lite as bl
+
+def pytest_configure(config):
+    bl.activate("raise")
+""")  # fmt: skip
+    write(pytester, """
+import time
+
+import pytest
+
+import blockbuster_lite as bl
+
+
+@pytest.mark.asyncio
+async def test_the_suites_guard_still_raises():
+    with pytest.raises(bl.BlockingCallError):
+        time.sleep(0.01)
+""")  # fmt: skip
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_marker_off_exempts_a_test_from_the_environments_guard(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.blockbuster(mode="off")
+async def test_exempt():
+    time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_checked():
+    time.sleep(0.01)
+""")  # fmt: skip
+    monkeypatch.setenv("BLOCKBUSTER_LITE_MODE", "raise")
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["*BlockingCallError: *at test_blocking.py:14 in test_checked*"])
+    result.assert_outcomes(passed=1, failed=1)
+
+
 def test_raise_fails_a_test_that_swallowed_the_error(pytester: pytest.Pytester) -> None:
     write(pytester, BLOCKING_TESTS)
     result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
@@ -136,9 +184,21 @@ async def test_allowed_helper():
     ("ini", "env", "option", "header", "outcomes"),
     [
         ("raise", "warn", None, "mode=warn (from BLOCKBUSTER_LITE_MODE)", {"passed": 3}),
-        ("warn", "raise", None, "mode=raise (from BLOCKBUSTER_LITE_MODE)", {"passed": 2, "failed": 1}),
+        (
+            "warn",
+            "raise",
+            None,
+            "mode=raise (from BLOCKBUSTER_LITE_MODE)",
+            {"passed": 2, "failed": 1},
+        ),
         ("warn", "raise", "off", "mode=off (from --blockbuster-mode)", {"passed": 3}),
-        ("off", "warn", "raise", "mode=raise (from --blockbuster-mode)", {"passed": 2, "failed": 1}),
+        (
+            "off",
+            "warn",
+            "raise",
+            "mode=raise (from --blockbuster-mode)",
+            {"passed": 2, "failed": 1},
+        ),
     ],
     ids=["env-over-ini", "env-activates-and-decides", "option-over-env", "option-over-all"],
 )
@@ -380,10 +440,24 @@ async def test_checks_and_acknowledges(blockbuster):
 async def test_forgets_to_acknowledge(blockbuster):
     with pytest.raises(Exception):
         time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+@pytest.mark.blockbuster
+async def test_bare_marker_means_raise_too():
+    try:
+        time.sleep(0.01)
+    except Exception:
+        pass
 """)  # fmt: skip
     result = pytester.runpytest_subprocess()
-    result.stdout.fnmatch_lines(["*at test_blocking.py:18 in test_forgets_to_acknowledge*"])
-    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*at test_blocking.py:18 in test_forgets_to_acknowledge*",
+            "*at test_blocking.py:25 in test_bare_marker_means_raise_too*",
+        ]
+    )
+    result.assert_outcomes(passed=1, failed=2)
 
 
 def test_a_guard_the_test_opens_itself_decides(pytester: pytest.Pytester) -> None:

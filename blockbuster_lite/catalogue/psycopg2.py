@@ -36,8 +36,7 @@ from .._hotpath import make_handler
 from .._patching import Target
 
 ADVICE = (
-    "use psycopg's AsyncConnection or asyncpg, "
-    "or offload with await anyio.to_thread.run_sync(...)"
+    "use psycopg's AsyncConnection or asyncpg, or offload with await anyio.to_thread.run_sync(...)"
 )
 
 

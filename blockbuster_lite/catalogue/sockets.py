@@ -21,7 +21,12 @@ SOCKET_METHODS = (
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into",
 )  # fmt: skip
 
-SSL_METHODS = ("read", "write", "do_handshake", "unwrap")
+# SSLSocket overrides socket.socket's methods in Python (send/sendall go straight to the SSL
+# object), so the patched socket.socket methods never see TLS traffic: patch its own.
+SSL_METHODS = (
+    "read", "write", "do_handshake", "unwrap", "connect", "connect_ex", "accept",
+    "send", "sendall", "sendfile", "recv", "recv_into", "recvfrom", "recvfrom_into",
+)  # fmt: skip
 
 DNS_FUNCTIONS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr")
 

@@ -1,0 +1,186 @@
+"""Catalogue: sqlite3 connect, queries and fetches."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+from helpers import (
+    LOOPS,
+    OFF_LOOP,
+    call_on,
+    calls,
+    check_uninstalled,
+    raises_on,
+    run_on,
+    seen_off_loop,
+    seen_on,
+)
+
+import blockbuster_lite as bl
+
+FILENAME = os.path.basename(__file__)
+
+
+class AuditedConnection(sqlite3.Connection):
+    """A user's own connection factory."""
+
+    def audit(self) -> str:
+        return "audited"
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table users (id integer primary key, name text)")
+        conn.executemany("insert into users (name) values (?)", [("ada",), ("alan",)])
+    conn.close()
+    return str(path)
+
+
+@pytest.fixture
+def guarded_connection(database: str) -> Iterator[sqlite3.Connection]:
+    """A connection made (off the loop) while a log-mode guard is active, so it is checked."""
+    with bl.intercept("log"):
+        conn = sqlite3.connect(database)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def query(database: str) -> list[tuple[str]]:
+    conn = sqlite3.connect(database)
+    try:
+        return conn.execute("select name from users order by id").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_connect_on_a_loop_is_caught(loop: str, database: str) -> None:
+    error = raises_on(loop, lambda: sqlite3.connect(database))
+    assert error.violation.call == "sqlite3.connect"
+    assert "aiosqlite" in str(error)
+
+
+def test_connect_execute_and_fetchall_are_each_caught(database: str) -> None:
+    with bl.intercept("log") as guard:
+        assert call_on("asyncio", lambda: query(database)) == [("ada",), ("alan",)]
+    assert calls(guard) == [
+        "sqlite3.connect",
+        "sqlite3.Connection.execute",
+        "sqlite3.Cursor.fetchall",
+    ]
+
+
+def test_cursor_methods_are_caught(guarded_connection: sqlite3.Connection) -> None:
+    def use_cursor() -> list[object]:
+        cursor = guarded_connection.cursor()
+        cursor.execute("select name from users order by id")
+        first = cursor.fetchone()
+        rest = cursor.fetchmany(5)
+        guarded_connection.commit()
+        return [first, rest]
+
+    with bl.intercept("log") as guard:
+        assert call_on("asyncio", use_cursor) == [("ada",), [("alan",)]]
+    assert calls(guard) == [
+        "sqlite3.Cursor.execute",
+        "sqlite3.Cursor.fetchone",
+        "sqlite3.Cursor.fetchmany",
+        "sqlite3.Connection.commit",
+    ]
+
+
+def test_raise_mode_runs_no_statement(guarded_connection: sqlite3.Connection) -> None:
+    error = raises_on(
+        "asyncio", lambda: guarded_connection.execute("insert into users (name) values ('eve')")
+    )
+    assert error.violation.call == "sqlite3.Connection.execute"
+    rows = guarded_connection.execute("select count(*) from users").fetchall()  # off the loop
+    assert rows == [(2,)]
+
+
+def test_connections_and_cursors_keep_their_types(
+    guarded_connection: sqlite3.Connection,
+) -> None:
+    assert isinstance(guarded_connection, sqlite3.Connection)
+    cursor = guarded_connection.execute("select 1")
+    assert isinstance(cursor, sqlite3.Cursor)
+    assert cursor.fetchall() == [(1,)]
+    assert isinstance(guarded_connection.cursor(), sqlite3.Cursor)
+    with guarded_connection:  # the context manager still commits
+        guarded_connection.execute("insert into users (name) values ('grace')")
+    assert guarded_connection.execute("select count(*) from users").fetchone() == (3,)
+
+
+@pytest.mark.parametrize("how", ["keyword", "positional"])
+def test_a_custom_factory_is_respected(how: str, database: str) -> None:
+    with bl.intercept("log") as guard:
+        if how == "keyword":
+            conn = sqlite3.connect(database, factory=AuditedConnection)
+        else:
+            conn = sqlite3.connect(database, 5.0, 0, None, True, AuditedConnection)
+        try:
+            assert isinstance(conn, AuditedConnection)
+            assert isinstance(conn, sqlite3.Connection)
+            assert call_on("asyncio", conn.audit) == "audited"
+            rows = call_on("asyncio", lambda: conn.execute("select count(*) from users").fetchall())
+            assert rows == [(2,)]
+        finally:
+            conn.close()
+    assert calls(guard) == ["sqlite3.Connection.execute", "sqlite3.Cursor.fetchall"]
+
+
+def test_sqlite3_on_trio_backends(guarded_connection: sqlite3.Connection) -> None:
+    for loop in ("trio", "anyio-trio", "uvloop"):
+        error = raises_on(loop, lambda: guarded_connection.execute("select 1"))
+        assert error.violation.call == "sqlite3.Connection.execute"
+
+
+@pytest.mark.parametrize("where", OFF_LOOP)
+def test_sqlite3_off_the_loop_is_not_caught(where: str, database: str) -> None:
+    assert seen_off_loop(where, lambda: query(database)) == []
+
+
+def test_sqlite3_through_anyio_to_thread_is_not_caught(database: str) -> None:
+    async def main() -> list[tuple[str]]:
+        return await anyio.to_thread.run_sync(query, database)
+
+    with bl.intercept("raise") as guard:
+        assert run_on("anyio-trio", main) == [("ada",), ("alan",)]
+    assert guard.violations == []
+
+
+def test_a_connection_made_before_activation_is_not_checked(database: str) -> None:
+    # Documented limit: sqlite3's C types cannot be patched; only new connections are checked.
+    conn = sqlite3.connect(database)
+    try:
+        assert seen_on("asyncio", lambda: conn.execute("select 1").fetchall()) == []
+    finally:
+        conn.close()
+
+
+def test_allowed_sqlite3(database: str) -> None:
+    with bl.intercept("raise") as guard:
+        with bl.allow_blocking():
+            assert call_on("asyncio", lambda: query(database)) == [("ada",), ("alan",)]
+    assert guard.violations == []
+    assert seen_on("asyncio", lambda: query(database), mode="raise", allow=[FILENAME]) == []
+
+
+def test_uninstalled_connect_is_the_original(database: str) -> None:
+    original = sqlite3.connect
+    check_uninstalled("sqlite3", lambda: query(database))
+    assert sqlite3.connect is original
+    conn = sqlite3.connect(database)
+    try:
+        assert type(conn) is sqlite3.Connection
+    finally:
+        conn.close()
