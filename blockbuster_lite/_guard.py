@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 from ._patching import patcher
 from ._policy import AllowRule, ConfigError, Mode, parse_allow, parse_mode, parse_scope
 from ._report import Violation, logger
+from ._stats import SiteStats, StatsCollector
 from ._state import exempt, state
 
 __all__ = [
@@ -70,6 +71,7 @@ class Guard:
         self._max = max_violations
         self._violations: deque[Violation] = deque(maxlen=max_violations)
         self._reported: set[tuple[str, str, int]] = set()
+        self._stats = StatsCollector()
         self._lock = threading.Lock()
         self._active = False
         self._watchdog_handle: Any = None
@@ -101,10 +103,17 @@ class Guard:
         with self._lock:
             return list(self._violations)
 
+    def stats(self) -> list[SiteStats]:
+        """Per call site (patched calls and watchdog stalls): count and total, p50, p99 and
+        maximum blocked time, worst first; every violation counts, even past ``max_violations``.
+        """
+        return self._stats.snapshot()
+
     def clear(self) -> None:
         with self._lock:
             self._violations.clear()
             self._reported.clear()
+            self._stats.clear()
 
     def __repr__(self) -> str:
         state_text = "active" if self._active else "inactive"
@@ -114,6 +123,7 @@ class Guard:
     def _record(self, violation: Violation) -> None:
         with self._lock:
             self._violations.append(violation)
+            self._stats.add(violation)
 
     def first_report(self, violation: Violation) -> bool:
         """True the first time this guard sees this call at this site (deduplicates reports)."""

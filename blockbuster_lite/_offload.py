@@ -57,7 +57,13 @@ import wrapt
 
 from ._loop import current_library, on_loop_thread, trio_state
 from ._policy import ConfigError, Mode
-from ._pools import ensure_pool_monitor, file_capacity, offload_capacity, saturation_threshold
+from ._pools import (
+    LoopPools,
+    ensure_pool_monitor,
+    file_capacity,
+    offload_capacity,
+    saturation_threshold,
+)
 from ._report import Violation, format_message, logger
 from ._state import exempt, reentrant, state
 
@@ -194,13 +200,20 @@ class _Job:
         self.finished = False
 
     async def run(self) -> Any:
-        pools = ensure_pool_monitor()
-        pools.sync_capacity()
+        pools: LoopPools | None = None
+        limiter = None
+        try:
+            pools = ensure_pool_monitor()
+            pools.sync_capacity()
+            limiter = pools.file_limiter if self.files else pools.offload_limiter
+        except Exception:  # a bug of ours must not fail the user's call: anyio's pool then
+            logger.exception("blockbuster_lite: offload pool unavailable; using anyio's")
         submitted = time.perf_counter()
 
         def in_worker() -> Any:
             try:
-                pools.note_wait(time.perf_counter() - submitted)
+                if pools is not None:
+                    pools.note_wait(time.perf_counter() - submitted)
             except Exception:
                 logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
             try:
@@ -208,7 +221,6 @@ class _Job:
             finally:
                 self.finished = True
 
-        limiter = pools.file_limiter if self.files else pools.offload_limiter
         return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
 
 

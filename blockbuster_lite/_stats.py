@@ -14,9 +14,9 @@ snapshot as the table the exit summary prints.
 
 from __future__ import annotations
 
+import _thread
 import math
 import random
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -95,7 +95,7 @@ class StatsCollector:
 
     def __init__(self, reservoir_size: int = RESERVOIR_SIZE) -> None:
         self._size = reservoir_size
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
         self._sites: dict[_Key, _Site] = {}
 
     def add(self, violation: Violation) -> None:
@@ -159,7 +159,9 @@ def format_stats(stats: Iterable[SiteStats], *, limit: int | None = None) -> str
     if not rows:
         return ""
     shown = rows if limit is None else rows[:limit]
-    lines = [f"  {'count':>6} {'total ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  call at site"]
+    lines = [
+        f"  {'count':>6} {'total ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  call at site"
+    ]
     for row in shown:
         what = f"stall in {row.call}" if row.kind == "stall" else _call_text(row.call)
         lines.append(

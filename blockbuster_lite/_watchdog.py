@@ -60,6 +60,7 @@ taken then usually still shows the calling line.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import builtins
 import contextlib
@@ -124,7 +125,9 @@ def _busy_interval(threshold: float) -> float:
 
 def _codes(*functions: Any) -> frozenset[CodeType]:
     return frozenset(
-        code for code in (getattr(f, "__code__", None) for f in functions) if isinstance(code, CodeType)
+        code
+        for code in (getattr(f, "__code__", None) for f in functions)
+        if isinstance(code, CodeType)
     )
 
 
@@ -133,7 +136,9 @@ _BaseEventLoop = asyncio.base_events.BaseEventLoop
 _DISPATCH = _codes(asyncio.events.Handle._run)
 #: Frames of the loop itself: a stack that reaches one of these before a dispatch frame is idle.
 _LOOP_INTERNALS = _codes(
-    getattr(_BaseEventLoop, "_run_once", None), _BaseEventLoop.run_forever, _BaseEventLoop.run_until_complete
+    getattr(_BaseEventLoop, "_run_once", None),
+    _BaseEventLoop.run_forever,
+    _BaseEventLoop.run_until_complete,
 )
 _RUN_FOREVER = _BaseEventLoop.run_forever.__code__
 #: ``asyncio.Runner.run`` (3.11+) holds its loop in ``self._loop``, uvloop's included.
@@ -211,7 +216,9 @@ class _TrioHooks:
 class _LoopWatch:
     """One watched loop (an asyncio/uvloop loop, or a trio ``Runner``)."""
 
-    def __init__(self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None) -> None:
+    def __init__(
+        self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None
+    ) -> None:
         self.target = target
         self.kind = kind  # "asyncio" or "trio"
         self.hooked = False  # True: the loop times its own turns; False: sampled (uvloop)
@@ -294,7 +301,9 @@ class _LoopWatch:
         self.unhook = unhook
 
     def _hook_selector(self) -> bool:
-        selector = getattr(self.target, "_selector", None) or getattr(self.target, "_proactor", None)
+        selector: Any = getattr(self.target, "_selector", None) or getattr(
+            self.target, "_proactor", None
+        )
         original = getattr(selector, "select", None)
         if original is None or not hasattr(selector, "__dict__"):
             return False
@@ -365,13 +374,18 @@ class _Monitor:
         self.threshold = threshold
         self.handles: list[WatchdogHandle] = []
         self.watches: dict[int, _LoopWatch] = {}
-        self.lock = threading.RLock()  # watches, stall processing
-        self.wake = threading.Event()
+        # _thread's own locks: the catalogue's checked locks would cost a Python call per use.
+        self.lock = _thread.RLock()  # watches, stall processing
+        # Held while the thread sleeps; release() wakes it. Cheaper per wake-up than an Event.
+        self.bell = _thread.allocate_lock()
+        self.bell.acquire()
         self.stopping = False
         self.next_discovery = 0.0
         self.groups: dict[tuple[str, str, str], int] = {}
         self.recent_calls: dict[tuple[str, int], float] = {}
-        self.thread = threading.Thread(target=self._run, name="blockbuster_lite.watchdog", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name="blockbuster_lite.watchdog", daemon=True
+        )
 
     def set_threshold(self, threshold: float) -> None:
         with self.lock:
@@ -389,7 +403,9 @@ class _Monitor:
         """Watch the loop running on this thread, if any (a guard started inside async code)."""
         loop = asyncio._get_running_loop()
         if loop is not None:
-            watch = self._add(loop, "asyncio", threading.get_ident(), _task_boundary_asyncio(loop), True)
+            watch = self._add(
+                loop, "asyncio", threading.get_ident(), _task_boundary_asyncio(loop), True
+            )
         else:
             from ._loop import trio_state
 
@@ -433,9 +449,14 @@ class _Monitor:
         state.observers = (*state.observers, self.note_violation)
         self.thread.start()
 
+    def ring(self) -> None:
+        """Wake the thread now (a new loop to watch, or stop)."""
+        with contextlib.suppress(RuntimeError):  # already rung
+            self.bell.release()
+
     def stop(self) -> None:
         self.stopping = True
-        self.wake.set()
+        self.ring()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         state.observers = tuple(o for o in state.observers if o != self.note_violation)
@@ -454,8 +475,7 @@ class _Monitor:
             except Exception as exc:  # the watchdog never takes the program down
                 _log_failure(exc)
                 interval = 1.0
-            self.wake.wait(interval)
-            self.wake.clear()
+            self.bell.acquire(timeout=interval)
 
     def tick(self, now: float) -> float:
         """One round: report finished stalls, sample busy loops; returns the next interval."""
@@ -915,7 +935,7 @@ class WatchdogHandle:
 
 
 _monitor: _Monitor | None = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 
 
 def start_watchdog(guard: Guard, seconds: float) -> WatchdogHandle:
@@ -943,7 +963,7 @@ def _add_handle(handle: WatchdogHandle) -> None:
             monitor.handles.append(handle)
             monitor.set_threshold(min(h.threshold for h in monitor.handles))
         monitor.watch_current_thread()
-    monitor.wake.set()
+    monitor.ring()
 
 
 def _remove(handle: WatchdogHandle) -> None:
@@ -977,7 +997,7 @@ def watched_loops() -> list[tuple[str, str]]:
 def _restart_after_fork() -> None:
     # The monitor thread does not survive fork(): a forked worker (gunicorn) gets its own.
     global _monitor, _lock
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
     old = _monitor
     if old is None:
         return

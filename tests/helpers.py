@@ -21,10 +21,9 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import pytest
 import trio
 import uvloop
-
-import pytest
 
 import blockbuster_lite as bl
 from blockbuster_lite import _guard
@@ -119,9 +118,7 @@ def calls(guard: bl.Guard) -> list[str]:
     return [violation.call for violation in guard.violations]
 
 
-def seen_on(
-    loop: str, call: Callable[[], Any], mode: str = "log", **settings: Any
-) -> list[str]:
+def seen_on(loop: str, call: Callable[[], Any], mode: str = "log", **settings: Any) -> list[str]:
     """What a guard in ``mode`` records while ``call`` runs on a loop of kind ``loop``."""
     with bl.intercept(mode, **settings) as guard:
         call_on(loop, call)

@@ -44,9 +44,9 @@ def close_fd(fd: int) -> None:
 
 
 FILE_CALLS: dict[str, tuple[str, Callable[[Path], Any]]] = {
-    "open-read": ("open", lambda p: open(p / "data.txt").close()),  # noqa: SIM115
-    "open-write": ("open", lambda p: open(p / "new.txt", "w").close()),  # noqa: SIM115
-    "io.open": ("open", lambda p: io.open(p / "data.txt").close()),  # noqa: UP020, SIM115
+    "open-read": ("open", lambda p: open(p / "data.txt").close()),
+    "open-write": ("open", lambda p: open(p / "new.txt", "w").close()),
+    "io.open": ("open", lambda p: io.open(p / "data.txt").close()),  # noqa: UP020
     "os.open": ("os.open", lambda p: os.close(os.open(p / "data.txt", os.O_RDONLY))),
     "os.stat": ("os.stat", lambda p: os.stat(p)),
     "os.listdir": ("os.listdir", lambda p: os.listdir(p)),
@@ -177,9 +177,8 @@ def test_allowed_file_calls(tree: Path) -> None:
     def read() -> str:
         return (tree / "data.txt").read_text()
 
-    with bl.intercept("raise") as guard:
-        with bl.allow_blocking():
-            assert call_on("asyncio", read) == "payload"
+    with bl.intercept("raise") as guard, bl.allow_blocking():
+        assert call_on("asyncio", read) == "payload"
     assert guard.violations == []
     assert seen_on("asyncio", read, mode="raise", allow=[f"tests/{FILENAME}"]) == []
 

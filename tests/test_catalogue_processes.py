@@ -69,7 +69,9 @@ def test_other_process_runners_are_caught(call_name: str, call: object) -> None:
 def test_waiting_for_a_running_child_is_caught() -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.05)"])
     try:
-        assert raises_on("asyncio", lambda: process.wait()).violation.call == "subprocess.Popen.wait"
+        assert (
+            raises_on("asyncio", lambda: process.wait()).violation.call == "subprocess.Popen.wait"
+        )
         assert raises_on("asyncio", lambda: os.waitpid(process.pid, 0)).violation.call == (
             "os.waitpid"
         )
@@ -107,9 +109,7 @@ def test_waiting_for_a_child_that_has_finished_is_not_caught() -> None:
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop", "anyio-asyncio"])
 def test_asyncio_create_subprocess_exec_is_never_caught(loop: str) -> None:
     async def main() -> bytes:
-        process = await asyncio.create_subprocess_exec(
-            "echo", "hi", stdout=asyncio.subprocess.PIPE
-        )
+        process = await asyncio.create_subprocess_exec("echo", "hi", stdout=asyncio.subprocess.PIPE)
         out, _ = await process.communicate()
         assert await process.wait() == 0
         return out
@@ -159,9 +159,8 @@ def test_processes_off_the_loop_are_not_caught(where: str) -> None:
 
 
 def test_allowed_processes() -> None:
-    with bl.intercept("raise") as guard:
-        with bl.allow_blocking():
-            assert call_on("asyncio", run_true) == 0
+    with bl.intercept("raise") as guard, bl.allow_blocking():
+        assert call_on("asyncio", run_true) == 0
     assert guard.violations == []
     assert seen_on("asyncio", run_true, mode="raise", allow=[f"{FILENAME}:run_true"]) == []
 

@@ -168,9 +168,8 @@ def test_a_connection_made_before_activation_is_not_checked(database: str) -> No
 
 
 def test_allowed_sqlite3(database: str) -> None:
-    with bl.intercept("raise") as guard:
-        with bl.allow_blocking():
-            assert call_on("asyncio", lambda: query(database)) == [("ada",), ("alan",)]
+    with bl.intercept("raise") as guard, bl.allow_blocking():
+        assert call_on("asyncio", lambda: query(database)) == [("ada",), ("alan",)]
     assert guard.violations == []
     assert seen_on("asyncio", lambda: query(database), mode="raise", allow=[FILENAME]) == []
 

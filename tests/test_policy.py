@@ -54,7 +54,7 @@ def test_a_mode_is_a_mode_or_its_string_value(value: str, expected: bl.Mode) -> 
 
 def test_mode_is_a_str_enum() -> None:
     assert [mode.value for mode in bl.Mode] == ["off", "log", "warn", "raise", "offload"]
-    assert bl.Mode.RAISE == "raise"
+    assert bl.Mode.RAISE == "raise"  # type: ignore[comparison-overlap]
     assert str(bl.Mode.WARN) == "warn"
     assert f"{bl.Mode.LOG}" == "log"
 
@@ -77,7 +77,7 @@ def test_activate_names_itself_as_the_source_of_a_bad_mode() -> None:
 
 
 def test_parse_mode_names_any_source() -> None:
-    with pytest.raises(bl.ConfigError, match="invalid mode 'x' from pyproject.toml"):
+    with pytest.raises(bl.ConfigError, match=r"invalid mode 'x' from pyproject\.toml"):
         parse_mode("x", "pyproject.toml")
 
 
@@ -262,6 +262,7 @@ def test_scope_covers_an_installed_library_called_from_user_code(
         "import time\n\ndef fetch():\n    time.sleep(0.0001)\n",
         monkeypatch,
     )
+
     async def endpoint() -> None:
         with pytest.raises(bl.BlockingCallError):
             library.fetch()
@@ -375,7 +376,7 @@ def test_an_import_statement_on_the_loop_is_not_flagged(
     monkeypatch.delitem(sys.modules, "bbl_fresh_import", raising=False)
 
     async def main() -> str:
-        import bbl_fresh_import  # noqa: PLC0415
+        import bbl_fresh_import  # type: ignore[import-not-found]
 
         monkeypatch.setitem(sys.modules, "bbl_fresh_import", bbl_fresh_import)
         return str(bbl_fresh_import.VALUE)
@@ -388,9 +389,7 @@ def test_an_import_statement_on_the_loop_is_not_flagged(
 def test_the_loops_own_executor_and_self_pipe_are_not_flagged() -> None:
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(loop.run_in_executor(None, pow, 2, n) for n in range(8))
-        )
+        results = await asyncio.gather(*(loop.run_in_executor(None, pow, 2, n) for n in range(8)))
         done = asyncio.Event()
         loop.call_soon_threadsafe(done.set)  # wakes the loop through its self-pipe
         await done.wait()
@@ -416,7 +415,7 @@ def test_fastapi_first_request_is_not_flagged() -> None:
     httpx = pytest.importorskip("httpx")
     app = fastapi.FastAPI()
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}")  # type: ignore[untyped-decorator]
     async def read_item(item_id: int, q: str | None = None) -> dict[str, object]:
         return {"item_id": item_id, "q": q}
 
@@ -428,4 +427,23 @@ def test_fastapi_first_request_is_not_flagged() -> None:
 
     with bl.intercept("raise") as guard:
         assert asyncio.run(main()) == {"item_id": 3, "q": "x"}
+    assert guard.violations == []
+
+
+def test_the_debugger_on_the_loop_is_not_flagged(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pdb
+
+    # pdb reads commands with input() from sys.stdin: a patched call, made by the debugger.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("p 6 * 7\ncontinue\n"))
+
+    async def main() -> int:
+        pdb.Pdb().set_trace()
+        return 1
+
+    with bl.intercept("raise") as guard:
+        assert asyncio.run(main()) == 1
+    sys.settrace(None)
+    assert "42" in capsys.readouterr().out
     assert guard.violations == []

@@ -23,7 +23,7 @@ DOCUMENTED = {
 
 
 def test_every_documented_name_is_exported() -> None:
-    assert DOCUMENTED <= set(bl.__all__)
+    assert set(bl.__all__) >= DOCUMENTED
     for name in bl.__all__:
         assert getattr(bl, name) is not None, name
 
@@ -76,7 +76,7 @@ def test_violation_is_a_frozen_dataclass_with_the_documented_fields() -> None:
 def test_signatures_take_settings_as_keywords() -> None:
     for function in (bl.intercept, bl.activate):
         parameters = inspect.signature(function).parameters
-        assert list(parameters)[0] == "mode"
+        assert next(iter(parameters)) == "mode"
         for name in ("allow", "scope", "watchdog"):
             assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, (function, name)
     assert inspect.signature(bl.intercept).parameters["mode"].default == "raise"

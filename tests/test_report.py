@@ -30,6 +30,10 @@ SLEEP_ADVICE = (
 )
 
 
+def nap() -> None:
+    time.sleep(0.0001)
+
+
 def line_after() -> int:
     """The line number of the line after the caller's current line."""
     return sys._getframe(1).f_lineno + 1
@@ -114,7 +118,7 @@ def test_a_library_frame_is_the_site_when_no_user_frame_called_it(
     )
     monkeypatch.syspath_prepend(str(library_dir))
     monkeypatch.delitem(sys.modules, "bbl_fake_library", raising=False)
-    import bbl_fake_library  # noqa: PLC0415
+    import bbl_fake_library  # type: ignore[import-not-found]
 
     monkeypatch.setitem(sys.modules, "bbl_fake_library", bbl_fake_library)
 
@@ -335,9 +339,12 @@ def test_a_failing_observer_is_contained_and_logged_once(
     seen: list[bl.Violation] = []
     state.observers = (broken, seen.append)
     with caplog.at_level(logging.ERROR, logger="blockbuster_lite"), bl.intercept("log") as g:
-        call_on("asyncio", lambda: [time.sleep(0.0001) for _ in range(3)])
+        for _ in range(3):
+            call_on("asyncio", nap)
     assert len(g.violations) == len(seen) == 3  # later observers still run
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "observer" in r.getMessage()]
+    errors = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "observer" in r.getMessage()
+    ]
     assert len(errors) == 1
 
 
@@ -363,9 +370,12 @@ def test_a_failing_predicate_lets_the_call_proceed_and_is_logged_once(
         raise KeyError("predicate bug")
 
     target = Target(name, "work", f"{name}.work", predicate)
-    with temporary_targets(target), caplog.at_level(logging.ERROR, logger="blockbuster_lite"):
-        with bl.intercept(mode) as guard:
-            assert call_on("asyncio", lambda: [module.work(i) for i in range(3)]) == [0, 2, 4]
+    with (
+        temporary_targets(target),
+        caplog.at_level(logging.ERROR, logger="blockbuster_lite"),
+        bl.intercept(mode) as guard,
+    ):
+        assert call_on("asyncio", lambda: [module.work(i) for i in range(3)]) == [0, 2, 4]
     assert guard.violations == []
     errors = [r for r in caplog.records if r.name == "blockbuster_lite" and name in r.getMessage()]
     assert len(errors) == 1
@@ -385,9 +395,8 @@ def test_a_failing_report_step_lets_the_call_proceed(
         finally:
             request_context.reset(token)
 
-    with caplog.at_level(logging.ERROR, logger="blockbuster_lite"):
-        with bl.intercept("raise") as guard:
-            assert asyncio.run(main()) == "slept"
+    with caplog.at_level(logging.ERROR, logger="blockbuster_lite"), bl.intercept("raise") as guard:
+        assert asyncio.run(main()) == "slept"
     assert guard.violations == []
     assert any("time.sleep" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     _failures_logged.discard(("time.sleep", TypeError))
@@ -411,11 +420,10 @@ def test_calls_made_inside_a_checked_call_are_not_checked_again(
 
     module.fetch = fetch  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, name, module)
-    with temporary_targets(Target(name, "fetch", f"{name}.fetch")):
-        with bl.intercept("log") as guard:
-            assert call_on("asyncio", lambda: module.fetch()) == "fetched"
-            assert call_on("asyncio", lambda: reentrant.get()) is False
-            call_on("asyncio", lambda: time.sleep(0.0001))  # checked again afterwards
+    with temporary_targets(Target(name, "fetch", f"{name}.fetch")), bl.intercept("log") as guard:
+        assert call_on("asyncio", lambda: module.fetch()) == "fetched"
+        assert call_on("asyncio", lambda: reentrant.get()) is False
+        call_on("asyncio", lambda: time.sleep(0.0001))  # checked again afterwards
     assert inner_flags == [True]
     assert calls(guard) == [f"{name}.fetch", "time.sleep"]
 
@@ -439,15 +447,15 @@ def test_a_checked_call_on_one_loop_thread_does_not_hide_calls_on_another(
         call_on("asyncio", lambda: time.sleep(0.0001))
         other_done.set()
 
-    with temporary_targets(Target(name, "wait_for_other", f"{name}.wait_for_other")):
-        with bl.intercept("log") as guard:
-            thread = threading.Thread(target=other, name="other-loop")
+    target = Target(name, "wait_for_other", f"{name}.wait_for_other")
+    thread = threading.Thread(target=other, name="other-loop")
 
-            async def main() -> None:
-                thread.start()
-                module.wait_for_other()
+    async def main() -> None:
+        thread.start()
+        module.wait_for_other()
 
-            asyncio.run(main())
-            thread.join()
+    with temporary_targets(target), bl.intercept("log") as guard:
+        asyncio.run(main())
+        thread.join()
     assert sorted(calls(guard)) == sorted([f"{name}.wait_for_other", "time.sleep"])
     assert {v.call: v.thread_name for v in guard.violations}["time.sleep"] == "other-loop"
