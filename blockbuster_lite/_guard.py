@@ -15,8 +15,8 @@ from typing import Any, TypeVar, cast
 from ._patching import patcher
 from ._policy import AllowRule, ConfigError, Mode, parse_allow, parse_mode, parse_scope
 from ._report import Violation, logger
-from ._stats import SiteStats, StatsCollector
 from ._state import exempt, state
+from ._stats import SiteStats, StatsCollector
 
 __all__ = [
     "Guard",
@@ -329,7 +329,12 @@ def activate_from_env(environ: Mapping[str, str] | None = None) -> Guard | None:
     settings = settings_from_env(environ)
     if settings is None:
         return None
-    return activate(**settings, source=ENV_MODE)
+    from .otel import enable_from_env, otel_from_env
+
+    telemetry = otel_from_env(environ)  # BLOCKBUSTER_LITE_OTEL, validated before activating
+    guard = activate(**settings, source=ENV_MODE)
+    enable_from_env(telemetry)
+    return guard
 
 
 class allow_blocking:
