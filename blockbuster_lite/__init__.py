@@ -9,6 +9,8 @@ pytest starts; the marker keeps pytest from warning that it cannot rewrite it.
 
 from __future__ import annotations
 
+import sys as _sys
+
 from ._guard import Guard as Guard
 from ._guard import activate as activate
 from ._guard import activate_from_env as activate_from_env
@@ -22,6 +24,7 @@ from ._policy import Mode as Mode
 from ._report import BlockingCallError as BlockingCallError
 from ._report import BlockingCallWarning as BlockingCallWarning
 from ._report import Violation as Violation
+from ._report import apply_warning_options as _apply_warning_options
 from .catalogue import all_targets as _all_targets
 
 __all__ = (
@@ -42,3 +45,4 @@ __all__ = (
 __version__ = "0.1.0"
 
 _patcher.register(_all_targets())
+_apply_warning_options(_sys.warnoptions)

@@ -171,7 +171,9 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     ("pluggy", None),
     ("coverage", None),
     ("threading", "Thread.start"),  # waits for the new thread to signal it started
-    ("concurrent.futures.thread", None),  # executor bookkeeping (worker start, shutdown)
+    # executor bookkeeping: starting a worker thread (a user's shutdown(wait=True) is reported)
+    ("concurrent.futures.thread", "ThreadPoolExecutor._adjust_thread_count"),
+    ("concurrent.futures.thread", "ThreadPoolExecutor.submit"),
     ("asyncio.base_events", None),  # the loop's own selector, executor and self-pipe
     ("asyncio.selector_events", None),
     ("asyncio.unix_events", None),

@@ -106,6 +106,39 @@ class BlockingCallWarning(RuntimeWarning):
     """A blocking call was made on a thread running an event loop (warn mode)."""
 
 
+_WARNING_NAMES = frozenset(
+    {"blockbuster_lite.BlockingCallWarning", "blockbuster_lite._report.BlockingCallWarning"}
+)
+_ACTIONS = ("default", "error", "ignore", "always", "module", "once")
+
+
+def apply_warning_options(options: list[str]) -> None:
+    """Apply ``-W``/``PYTHONWARNINGS`` entries that name our warning class.
+
+    CPython parses those options before site-packages can be imported, so it drops a category
+    from an installed package ("Invalid -W option ignored"); we apply them once we exist.
+    """
+    import warnings
+
+    for option in options:
+        parts = [part.strip() for part in option.split(":")]
+        if len(parts) < 3 or parts[2] not in _WARNING_NAMES:
+            continue
+        action = next((a for a in _ACTIONS if parts[0] and a.startswith(parts[0])), None)
+        lineno = parts[4] if len(parts) > 4 else ""
+        if action is None or (lineno and not lineno.isdigit()):
+            continue
+        message = parts[1]
+        module = parts[3] if len(parts) > 3 else ""
+        warnings.filterwarnings(
+            action,  # type: ignore[arg-type]
+            message,
+            BlockingCallWarning,
+            f"{module}\\Z" if module else "",
+            int(lineno or 0),
+        )
+
+
 def render_stack(frame: FrameType | None) -> tuple[str, ...]:
     """``file:line in function`` lines, outermost first, without reading any source file."""
     lines: list[str] = []
