@@ -10,16 +10,19 @@ imported by us.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
+import types
+from asyncio import _get_running_loop
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
-from ._hotpath import make_handler
-from ._loop import note_trio_imported
+from ._hotpath import make_handler, make_method
+from ._loop import note_trio_imported, on_loop_thread, trio_state
 from ._report import DEFAULT_ADVICE, logger
 
 __all__ = ["Predicate", "Target", "patcher"]
@@ -53,10 +56,34 @@ class _Applied:
     had_own: bool
     original: Any
     replacement: Any
+    asyncio_only: bool = False  # a wrapt wrapper enabled by asyncio's running loop alone
 
 
 class ActivationError(RuntimeError):
     """A target could not be patched; everything patched in that attempt was rolled back."""
+
+
+_PLAIN_METHODS = (types.FunctionType, types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
+    """The replacement for ``original``, and whether it checks asyncio loops only.
+
+    Module-level functions become ``wrapt.FunctionWrapper``s whose ``enabled`` is asyncio's C
+    ``_get_running_loop``: off the loop wrapt calls the original from C, with no Python frame.
+    Once trio is imported they are rebuilt with ``on_loop_thread``, which also sees trio runs.
+    Methods on classes become plain functions (see ``make_method``).
+    """
+    if target.replace is not None:
+        return target.replace(original), False
+    if isinstance(owner, type) and isinstance(original, _PLAIN_METHODS):
+        return functools.update_wrapper(make_method(target, original), original), False
+    if trio_state.run_context is None:
+        enabled: Any = _get_running_loop
+        asyncio_only = True
+    else:
+        enabled, asyncio_only = on_loop_thread, False
+    return wrapt.FunctionWrapper(original, make_handler(target), enabled=enabled), asyncio_only
 
 
 def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
@@ -76,6 +103,9 @@ class Patcher:
         self._targets: dict[str, list[Target]] = {}
         self._applied: dict[tuple[str, str], _Applied] = {}
         self._hooked: set[str] = set()
+        #: Replacements built before, reused while their original is unchanged (activation is
+        #: then a few attribute look-ups and assignments).
+        self._built: dict[tuple[str, str], _Applied] = {}
         self.refcount = 0
 
     def register(self, targets: Iterable[Target]) -> None:
@@ -123,6 +153,7 @@ class Patcher:
     def _on_import(self, module: Any) -> None:
         if module.__name__ == "trio":
             note_trio_imported()
+            self._rebuild_for_trio()
             return
         with self._lock:
             if self.refcount == 0:
@@ -131,6 +162,20 @@ class Patcher:
                 self._install(module, self._targets.get(module.__name__, []))
             except Exception:
                 logger.exception("blockbuster_lite: could not patch %s on import", module.__name__)
+
+    def _rebuild_for_trio(self) -> None:
+        """Swap wrappers that only know asyncio loops for ones that also see trio runs."""
+        with self._lock:
+            self._built = {k: v for k, v in self._built.items() if not v.asyncio_only}
+            for key, item in list(self._applied.items()):
+                if not item.asyncio_only or vars(item.owner).get(item.name) is not item.replacement:
+                    continue
+                replacement, asyncio_only = _build(item.target, item.owner, item.original)
+                setattr(item.owner, item.name, replacement)
+                self._applied[key] = self._built[key] = _Applied(
+                    item.target, item.owner, item.name, item.had_own, item.original,
+                    replacement, asyncio_only,
+                )  # fmt: skip
 
     def _install(self, module: Any, targets: list[Target]) -> list[_Applied]:
         done: list[_Applied] = []
@@ -148,18 +193,26 @@ class Patcher:
                 except AttributeError:
                     logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
                     continue
-                if target.replace is not None:
-                    replacement = target.replace(original)
+                built = self._built.get(key)
+                if (
+                    built is not None
+                    and built.target is target
+                    and built.original is original
+                    and not (built.asyncio_only and trio_state.run_context is not None)
+                ):
+                    replacement, asyncio_only = built.replacement, built.asyncio_only
                 else:
-                    replacement = wrapt.FunctionWrapper(original, make_handler(target))
+                    replacement, asyncio_only = _build(target, owner, original)
                 try:
                     setattr(owner, name, replacement)
                 except (TypeError, AttributeError) as exc:
                     raise ActivationError(
                         f"could not patch {target.module}.{target.path}: {exc}"
                     ) from exc
-                applied = _Applied(target, owner, name, had_own, original, replacement)
-                self._applied[key] = applied
+                applied = _Applied(
+                    target, owner, name, had_own, original, replacement, asyncio_only
+                )
+                self._applied[key] = self._built[key] = applied
                 done.append(applied)
         except BaseException:
             self._uninstall(done)

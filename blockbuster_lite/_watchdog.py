@@ -238,8 +238,14 @@ class _LoopWatch:
         self.unhook: Any = None
         # sampled loops only
         self.free_at: float | None = None  # last time the loop was seen idle or ran our beat
+        self.busy_at: float | None = None  # first sample of the current turn that saw it busy
         self.beat_posted = False
         self.beat_ran: float | None = None
+        # The loop thread's CPU time at free_at, busy_at and beat_ran (None: unknown).
+        self.free_cpu: float | None = None
+        self.busy_cpu: float | None = None
+        self.beat_cpu: float | None = None
+        self.cpu_clock: int | None = None
 
     # -- loop thread -------------------------------------------------------------------------
     def before_poll(self) -> None:
@@ -260,7 +266,17 @@ class _LoopWatch:
         if self.thread_id != threading.get_ident():
             self.thread_id = threading.get_ident()
             self.thread_name = threading.current_thread().name
+        self.beat_cpu = time.thread_time()
         self.beat_ran = _perf()
+
+    def thread_cpu(self) -> float | None:
+        """CPU time of the loop thread, read from another thread (None where unsupported)."""
+        try:
+            if self.cpu_clock is None:
+                self.cpu_clock = time.pthread_getcpuclockid(self.thread_id)  # type: ignore[arg-type]
+            return time.clock_gettime(self.cpu_clock)
+        except (AttributeError, OSError, TypeError):
+            return None
 
     # -- hooks ------------------------------------------------------------------------------------
     def install(self, on_loop_thread: bool) -> bool:
@@ -418,7 +434,8 @@ class _Monitor:
             # The callback running now may be the one that stalls: time it from here.
             watch.turn_start = _perf()
             if not watch.hooked:
-                watch.free_at = watch.turn_start
+                watch.free_at = watch.busy_at = watch.turn_start
+                watch.free_cpu = watch.busy_cpu = time.thread_time()
 
     def _add(
         self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None, here: bool
@@ -542,23 +559,27 @@ class _Monitor:
         watch.beat_ran = None
         watch.beat_posted = False
         start = watch.turn_start
-        if start is not None and ran - start >= self.threshold:
-            watch.gaps.append((start, ran))
-        watch.turn_start = None
-        watch.free_at = ran
+        if start is not None:
+            start = _cpu_bound_start(watch, ran) or start
+            if ran - start >= self.threshold:
+                watch.gaps.append((start, ran))
+        watch.turn_start = watch.busy_at = watch.busy_cpu = None
+        watch.free_at, watch.free_cpu = ran, watch.beat_cpu
 
     def _track(self, watch: _LoopWatch, sample: _Sample, now: float) -> bool:
         """Follow a sampled loop; True when the sample belongs to a busy turn worth keeping."""
         if sample.idle:
             if not watch.beat_posted:
-                watch.free_at = now
-                watch.turn_start = None
+                watch.free_at, watch.free_cpu = now, watch.thread_cpu()
+                watch.turn_start = watch.busy_at = watch.busy_cpu = None
                 self._forget_samples(watch)
             return False
         if watch.turn_start is None:
-            # Started at some point since the loop was last seen free: take the middle.
+            # Started at some point since the loop was last seen free: take the middle (a
+            # CPU-bound turn is dated more precisely by the loop thread's CPU time when it ends).
             free_at = watch.free_at if watch.free_at is not None else now
             watch.turn_start = (free_at + now) / 2
+            watch.busy_at, watch.busy_cpu = now, watch.thread_cpu()
         if not watch.beat_posted:
             try:
                 watch.target.call_soon_threadsafe(watch.beat)
@@ -635,17 +656,44 @@ class _Monitor:
         with self.lock:
             here = threading.get_ident()
             for watch in list(self.watches.values()):
+                # Stopping from inside the loop: the turn running now may be the stall, and it
+                # cannot end while we are in it.
+                inside = watch.thread_id == here and watch.turn_start is not None
                 if not watch.hooked:
+                    if inside and watch.beat_ran is None:
+                        watch.beat_cpu, watch.beat_ran = time.thread_time(), _perf()
                     self._settle_beat(watch)
-                start = watch.turn_start
-                if watch.thread_id == here and start is not None and not watch.polling:
-                    # Stopping from inside the loop: the turn running now may be the stall, and
-                    # it cannot end while we are in it.
-                    now = _perf()
-                    if now - start >= self.threshold:
+                elif inside and not watch.polling:
+                    start, now = watch.turn_start, _perf()
+                    if start is not None and now - start >= self.threshold:
                         watch.gaps.append((start, now))
                         watch.turn_start = now
                 self._report_gaps(watch, guard)
+
+
+def _cpu_bound_start(watch: _LoopWatch, end: float) -> float | None:
+    """When a sampled loop's turn was CPU-bound, its start from the CPU time it used.
+
+    Before the turn the thread slept in its poll, so the CPU it used since it was last seen
+    free is the turn's; scaled by its share of a core while busy (other threads, other
+    processes), that is the turn's length. None for a turn that mostly waited (a sleep, a
+    socket): the middle of the interval stays the best guess.
+    """
+    free_at, free_cpu, busy_at, busy_cpu, end_cpu = (
+        watch.free_at, watch.free_cpu, watch.busy_at, watch.busy_cpu, watch.beat_cpu
+    )  # fmt: skip
+    if None in (free_at, free_cpu, busy_at, end_cpu):
+        return None
+    assert free_at is not None and free_cpu is not None and busy_at is not None
+    assert end_cpu is not None
+    used = end_cpu - free_cpu
+    if end <= free_at or used < 0.5 * (end - free_at):
+        return None
+    share = 1.0
+    if busy_cpu is not None and end - busy_at >= 0.01:
+        share = min(max((end_cpu - busy_cpu) / (end - busy_at), 0.05), 1.0)
+    length = min(max(used / share, end - busy_at), end - free_at)
+    return end - length
 
 
 def _log_failure(exc: BaseException) -> None:

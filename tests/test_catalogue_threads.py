@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -326,18 +327,30 @@ def test_executor_result_on_the_loop_is_caught() -> None:
 def test_run_in_executor_and_to_thread_are_never_caught() -> None:
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()
-        with concurrent.futures.ThreadPoolExecutor(2) as executor:
-            first = await loop.run_in_executor(executor, pow, 2, 3)
-            second = await loop.run_in_executor(None, pow, 2, 4)
-            third = await asyncio.to_thread(pow, 2, 5)
-            fourth = await anyio.to_thread.run_sync(pow, 2, 6)
-            wrapped = await asyncio.wrap_future(executor.submit(pow, 2, 7))
-            executor.shutdown(wait=False)
+        # not `with executor:`, whose exit joins the workers on the loop (a real wait)
+        executor = concurrent.futures.ThreadPoolExecutor(2)
+        first = await loop.run_in_executor(executor, pow, 2, 3)
+        second = await loop.run_in_executor(None, pow, 2, 4)
+        third = await asyncio.to_thread(pow, 2, 5)
+        fourth = await anyio.to_thread.run_sync(pow, 2, 6)
+        wrapped = await asyncio.wrap_future(executor.submit(pow, 2, 7))
+        executor.shutdown(wait=False)
         return [first, second, third, fourth, wrapped]
 
     with bl.intercept("raise") as guard:
         assert asyncio.run(main()) == [8, 16, 32, 64, 128]
     assert guard.violations == []
+
+
+def test_shutting_down_an_executor_with_wait_on_the_loop_is_caught() -> None:
+    async def main() -> None:
+        executor = concurrent.futures.ThreadPoolExecutor(1)
+        executor.submit(time.sleep, 0.05)
+        executor.shutdown(wait=True)
+
+    with bl.intercept("warn") as guard, pytest.warns(bl.BlockingCallWarning):
+        asyncio.run(main())
+    assert [v.call for v in guard.violations] == ["threading.Thread.join"]
 
 
 @pytest.mark.parametrize("loop", ["anyio-asyncio", "anyio-trio", "uvloop"])

@@ -64,7 +64,7 @@ def test_libraries_are_patched_when_imported_and_restored_after() -> None:
         for name in (*libraries, "sqlalchemy.orm"):
             __import__(name)
 
-        def patched():
+        def current():
             found = {{}}
             for family in {DRIVER_FAMILIES!r}:
                 for target in FAMILIES[family]:
@@ -72,16 +72,18 @@ def test_libraries_are_patched_when_imported_and_restored_after() -> None:
                     *parents, name = target.path.split(".")
                     for part in parents:
                         owner = getattr(owner, part)
-                    found[target.module + ":" + target.path] = isinstance(
-                        vars(owner).get(name), wrapt.FunctionWrapper
-                    )
+                    found[target.module + ":" + target.path] = vars(owner).get(name)
             return found
 
-        during = patched()
-        missing = [key for key, wrapped in during.items() if not wrapped]
+        during = current()
+        applied = set(bl._patcher.applied())
+        missing = [key for key, value in during.items() if key not in applied]
         assert not missing, missing
+        not_wrapped = [key for key, value in during.items() if not hasattr(value, "__wrapped__")]
+        assert not not_wrapped, not_wrapped
         bl.deactivate()
-        left = [key for key, wrapped in patched().items() if wrapped]
+        assert bl._patcher.applied() == []
+        left = [key for key, value in current().items() if value is during[key]]
         assert not left, left
         print(len(during))
         """

@@ -26,7 +26,8 @@ def waits(timeout: Any) -> bool:
 
 def blocking_socket(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """A socket method on a socket that is not in non-blocking mode (timeout 0.0)."""
-    return instance.gettimeout() != 0.0
+    timeout: float | None = instance.gettimeout()
+    return timeout != 0.0
 
 
 def blocking_fd(fd: Any) -> bool:
