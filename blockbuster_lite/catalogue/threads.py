@@ -7,12 +7,15 @@ event, a done future, a non-empty queue, ``blocking=False`` or a zero timeout pa
 factories ``threading.Lock`` and ``threading.RLock`` are replaced while active: locks created
 then are thin proxies whose ``acquire`` first tries the lock without waiting (so the uncontended
 path never asks about the loop) and is checked only when it would wait. Locks created before
-activation, and ``_thread.allocate_lock`` used directly, are not checked. These waits are never
+activation, ``_thread.allocate_lock`` used directly, and the locks inside ``threading``'s and
+``queue``'s own classes (a ``Condition()``'s lock, an ``Event``'s) are not checked: the waits
+built on those are checked as themselves. These waits are never
 offloaded: a contended lock moved to another thread could deadlock the process.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .._hotpath import make_handler
@@ -135,9 +138,18 @@ class _CheckedRLock(_CheckedLock):
             self.locked = lock.locked
 
 
+#: Modules whose locks stay raw: the waits built on them (Event.wait, Condition.wait,
+#: Semaphore.acquire, Queue.get/put, ...) are checked by their own targets, and logging's
+#: handler locks are machinery. A proxy there would only add a Python call to every put/get/emit.
+_RAW_LOCK_MODULES = frozenset({"threading", "queue", "logging", "logging.handlers"})
+
+
 def _lock_factory(original: Any) -> Any:
     def Lock(*args: Any, **kwargs: Any) -> Any:
-        return _CheckedLock(original(*args, **kwargs))
+        lock = original(*args, **kwargs)
+        if sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
+            return lock
+        return _CheckedLock(lock)
 
     Lock.__wrapped__ = original  # type: ignore[attr-defined]
     Lock.__doc__ = original.__doc__
@@ -146,7 +158,10 @@ def _lock_factory(original: Any) -> Any:
 
 def _rlock_factory(original: Any) -> Any:
     def RLock(*args: Any, **kwargs: Any) -> Any:
-        return _CheckedRLock(original(*args, **kwargs))
+        lock = original(*args, **kwargs)
+        if sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
+            return lock
+        return _CheckedRLock(lock)
 
     RLock.__wrapped__ = original  # type: ignore[attr-defined]
     RLock.__doc__ = original.__doc__
