@@ -97,6 +97,36 @@ def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
     raise AttributeError(name)
 
 
+def _resolve(module: Any, target: Target) -> _Applied | None:
+    """Find the target's owner and original, and build its replacement (None: no such name)."""
+    *parents, name = target.path.split(".")
+    owner = module
+    try:
+        for part in parents:
+            owner = getattr(owner, part)
+        had_own, original = _static_lookup(owner, name)
+    except AttributeError:
+        logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
+        return None
+    replacement, asyncio_only = _build(target, owner, original)
+    return _Applied(target, owner, name, had_own, original, replacement, asyncio_only)
+
+
+def _unchanged(module: Any, applied: _Applied) -> bool:
+    """A replacement built before still fits: same owner, same original, same loop knowledge."""
+    if applied.asyncio_only and trio_state.run_context is not None:
+        return False
+    owner = module
+    for part in applied.target.path.split(".")[:-1]:
+        owner = getattr(owner, part, None)
+    if owner is not applied.owner:
+        return False
+    own = vars(owner)
+    if applied.had_own:
+        return own.get(applied.name) is applied.original
+    return applied.name not in own
+
+
 class Patcher:
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -184,34 +214,17 @@ class Patcher:
                 key = (target.module, target.path)
                 if key in self._applied:
                     continue
-                *parents, name = target.path.split(".")
-                owner = module
+                applied = self._built.get(key)
+                if applied is None or applied.target is not target or not _unchanged(module, applied):
+                    applied = _resolve(module, target)
+                    if applied is None:
+                        continue
                 try:
-                    for part in parents:
-                        owner = getattr(owner, part)
-                    had_own, original = _static_lookup(owner, name)
-                except AttributeError:
-                    logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
-                    continue
-                built = self._built.get(key)
-                if (
-                    built is not None
-                    and built.target is target
-                    and built.original is original
-                    and not (built.asyncio_only and trio_state.run_context is not None)
-                ):
-                    replacement, asyncio_only = built.replacement, built.asyncio_only
-                else:
-                    replacement, asyncio_only = _build(target, owner, original)
-                try:
-                    setattr(owner, name, replacement)
+                    setattr(applied.owner, applied.name, applied.replacement)
                 except (TypeError, AttributeError) as exc:
                     raise ActivationError(
                         f"could not patch {target.module}.{target.path}: {exc}"
                     ) from exc
-                applied = _Applied(
-                    target, owner, name, had_own, original, replacement, asyncio_only
-                )
                 self._applied[key] = self._built[key] = applied
                 done.append(applied)
         except BaseException:
