@@ -70,12 +70,14 @@ def prebound_block(seconds: float) -> float:
     return time.perf_counter() - start
 
 
+PAYLOAD = {str(i): [i, str(i), {"x": i}] for i in range(20_000)}
+
+
 def json_block(seconds: float) -> float:
     """Library code whose C part holds the GIL: the monitor cannot sample until it returns."""
-    payload = {str(i): [i, str(i), {"x": i}] for i in range(20_000)}
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        json.dumps(payload)  # <- json
+        json.dumps(PAYLOAD)  # <- json
     return time.perf_counter() - start
 
 

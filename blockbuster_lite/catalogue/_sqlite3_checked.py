@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .._hotpath import Handler, make_handler
+from .._hotpath import make_method
 from .._patching import Target
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
@@ -17,13 +17,16 @@ CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchm
 _VIA_CURSOR = frozenset({"execute", "executemany", "executescript"})
 
 
-def _checked(cls: type, kind: str, name: str, handler: Handler) -> Any:
-    via_cursor = kind == "Connection" and name in _VIA_CURSOR
+def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
+    original: Any
+    if kind == "Connection" and name in _VIA_CURSOR:
 
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        owner = self.cursor() if via_cursor else super(cls, self)
-        return handler(getattr(owner, name), self, args, kwargs)
+        def original(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self.cursor(), name)(*args, **kwargs)
 
+    else:
+        original = getattr(cls.__mro__[1], name)
+    method = make_method(target, original)
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
     return method
@@ -33,7 +36,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
     cls = type(base.__name__, (base,), {"__module__": base.__module__})
     for name in names:
         target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
-        setattr(cls, name, _checked(cls, kind, name, make_handler(target)))
+        setattr(cls, name, _checked(cls, kind, name, target))
     return cls
 
 

@@ -23,6 +23,11 @@ SOCKET_METHODS = (
 
 # SSLSocket overrides socket.socket's methods in Python (send/sendall go straight to the SSL
 # object), so the patched socket.socket methods never see TLS traffic: patch its own.
+#: _socket.socket's C methods that accept no keyword arguments.
+POSITIONAL_SOCKET_METHODS = frozenset(
+    {"connect", "connect_ex", "send", "sendall", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg"}
+)
+
 SSL_METHODS = (
     "read", "write", "do_handshake", "unwrap", "connect", "connect_ex", "accept",
     "send", "sendall", "sendfile", "recv", "recv_into", "recvfrom", "recvfrom_into",
@@ -32,7 +37,10 @@ DNS_FUNCTIONS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbya
 
 TARGETS = (
     *(
-        Target("socket", f"socket.{name}", f"socket.socket.{name}", blocking_socket, SOCKET_ADVICE)
+        Target(
+            "socket", f"socket.{name}", f"socket.socket.{name}", blocking_socket, SOCKET_ADVICE,
+            positional_only=name in POSITIONAL_SOCKET_METHODS,
+        )
         for name in SOCKET_METHODS
     ),
     *(
