@@ -165,16 +165,19 @@ def _act(
 ) -> Any:
     mode = guard.effective_mode()
     advice = target.advice
+    call = _call_name(target, instance, args, kwargs)
     if mode is Mode.OFFLOAD:
         from ._offload import try_offload
 
-        offloaded, result, reason = try_offload(guard, target, site, wrapped, args, kwargs)
+        offloaded, result, reason = try_offload(
+            guard, target, site, wrapped, args, kwargs, call=call
+        )
         if offloaded:
             return result
         mode = Mode.WARN
         advice = f"could not offload: {reason}; {advice}"
     try:
-        violation = _build(target, site, mode, advice, _call_name(target, instance, args, kwargs))
+        violation = _build(target, site, mode, advice, call)
     except Exception as exc:
         _log_failure(target.call, exc)
         return wrapped(*args, **kwargs)

@@ -105,7 +105,7 @@ NO_PORTAL = (
 WAITED = "the task waited for it without blocking the loop (offload mode)"
 #: Acquires that a task suspended in an offloaded call may hold: polled, never moved to a worker.
 POLLED_ACQUIRES = frozenset(
-    {"threading.Lock.acquire", "threading.RLock.acquire", "threading.Semaphore.acquire"}
+    {"threading.Lock.acquire", "threading.RLock.acquire"}
 )
 BEING_CANCELLED = "the task is being cancelled (the call runs in place so clean-up code completes)"
 
@@ -267,8 +267,12 @@ def try_offload(
     wrapped: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
+    call: str | None = None,
 ) -> tuple[bool, Any, str]:
     """Offload one checked call: ``(True, result, "")``, or ``(False, None, why not)``.
+
+    ``call`` is the described call name (``psycopg2.cursor.execute(SELECT ...)``).
 
     Exceptions raised by the call itself (and the task's cancellation) propagate.
     """
@@ -282,7 +286,7 @@ def try_offload(
         problem = _portal_problem()
         if problem is not None:
             return False, None, problem
-        violation = _build(target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}")
+        violation = _build(target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call)
         if guard.first_report(violation):
             _log_offloaded(violation)
     except Exception as exc:

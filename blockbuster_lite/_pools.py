@@ -32,6 +32,7 @@ import math
 import os
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +213,7 @@ class LoopPools:
         self._waiting_since: dict[str, float | None] = {OFFLOAD: None, ANYIO_DEFAULT: None}
         self._warned: dict[str, bool] = {OFFLOAD: False, ANYIO_DEFAULT: False}
         self.monitoring = False
+        self.is_alive: Callable[[], bool] = lambda: True
 
     def statistics(self) -> tuple[PoolStatistics, ...]:
         return (
@@ -347,9 +349,28 @@ def pools_here() -> LoopPools:
             anyio.CapacityLimiter(file_capacity()),
             anyio.to_thread.current_default_thread_limiter(),
         )
+        pools.is_alive = _run_liveness()
         _pools_var.set(pools)
         _known.add(pools)
     return pools
+
+
+def _run_liveness() -> Callable[[], bool]:
+    """A check, usable from any thread, that the current loop (or trio run) is still running."""
+    if current_library() == "trio":
+        import trio
+
+        root = trio.lowlevel.current_root_task()
+        return lambda: root is not None and root.coro.cr_frame is not None
+    import asyncio
+
+    loop_ref = weakref.ref(asyncio.get_running_loop())
+
+    def alive() -> bool:
+        loop = loop_ref()
+        return loop is not None and loop.is_running()
+
+    return alive
 
 
 def ensure_pool_monitor() -> LoopPools:
@@ -378,7 +399,9 @@ def pool_statistics() -> tuple[PoolStatistics, ...]:
     """
     if current_library() is not None and _in_task():
         return pools_here().statistics()
-    return tuple(stats for pools in list(_known) for stats in pools.statistics())
+    return tuple(
+        stats for pools in list(_known) if pools.is_alive() for stats in pools.statistics()
+    )
 
 
 def saturation_counts() -> dict[str, int]:

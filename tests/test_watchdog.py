@@ -14,6 +14,9 @@ import json
 import logging
 import select
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -22,6 +25,7 @@ from time import sleep as prebound_sleep  # bound before any guard: never patche
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 import trio
@@ -30,6 +34,7 @@ from fastapi import FastAPI
 from helpers import run_on
 
 import blockbuster_lite as bl
+from blockbuster_lite._pools import PoolStatistics, pool_statistics
 from blockbuster_lite._state import state
 from blockbuster_lite._watchdog import PYTHON_CODE, watched_loops
 
@@ -154,8 +159,9 @@ def test_the_line_is_the_blocking_call() -> None:
     assert "Event loop blocked for 3" in stalls_of(guard)[0].message
 
 
-def test_library_code_holding_the_gil_is_named_by_the_call_the_user_made() -> None:
-    guard, (truth,) = run_blocks("asyncio", json_block)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_library_code_holding_the_gil_is_named_by_the_call_the_user_made(loop: str) -> None:
+    guard, (truth,) = run_blocks(loop, json_block)
     (stall,) = stalls_of(guard)
     assert (stall.call, stall.function) == ("json.dumps", "json_block")
     assert stall.lineno == _line_of("# <- json")
@@ -288,6 +294,25 @@ def test_loops_started_after_activation_are_found(loop: str) -> None:
     assert_close(stall.duration_s, truth[0])
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stall_that_ends_the_run_is_reported(loop: str) -> None:
+    truth: list[float] = []
+
+    async def main() -> None:
+        await anyio.sleep(0.8)  # found by the monitor's scan
+        truth.append(spin(BLOCK))  # the last thing the run does
+
+    guard = bl.activate("log", watchdog=0.1)
+    try:
+        run_on(loop, main)
+        ORIGINAL_SLEEP(0.1)  # the report follows within one monitor tick
+        (stall,) = stalls_of(guard)
+    finally:
+        bl.deactivate()
+    assert stall.function == "spin"
+    assert_close(stall.duration_s, truth[0])
+
+
 @pytest.mark.parametrize(
     "server", [("asyncio", "h11"), ("uvloop", "httptools")], ids=["asyncio", "uvloop"]
 )
@@ -359,3 +384,61 @@ def test_trio_nursery_task_stall_is_attributed_to_its_task() -> None:
         guard = trio.run(main)
     names = [v.task_name or "" for v in stalls_of(guard)]
     assert names == ["the-worker"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_saturated_anyio_thread_pool_is_warned_about(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FastAPI runs sync endpoints in anyio's default pool: the watchdog watches it too."""
+    seen: list[PoolStatistics] = []
+
+    def look() -> None:
+        ORIGINAL_SLEEP(0.2)
+        seen.extend(s for s in pool_statistics() if s.name == "anyio default")
+
+    async def main() -> None:
+        async with bl.intercept("warn", watchdog=0.1):
+            anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+            observer = threading.Thread(target=look)
+            observer.start()
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(anyio.to_thread.run_sync, ORIGINAL_SLEEP, 0.4)
+            observer.join()
+
+    with caplog.at_level(logging.WARNING, logger="blockbuster_lite"):
+        run_on(loop, main)
+    assert PoolStatistics("anyio default", 2.0, 2, 2) in seen  # (other loops: other pools)
+    (warning,) = [r.getMessage() for r in caplog.records if "saturated" in r.getMessage()]
+    assert "thread pool saturated: anyio default pool 2/2 busy, 2 waiting" in warning
+
+
+def test_a_forked_worker_gets_its_own_monitor() -> None:
+    """gunicorn forks workers from a process where the guard (and its thread) already run."""
+    script = textwrap.dedent(
+        """
+        import asyncio, os, time
+        import blockbuster_lite as bl
+
+        guard = bl.activate("log", watchdog=0.1)
+        pid = os.fork()
+        if pid == 0:
+            async def main():
+                await asyncio.sleep(0.7)  # found by the child's monitor
+                deadline = time.perf_counter() + 0.3
+                while time.perf_counter() < deadline:
+                    pass
+                await asyncio.sleep(0.1)
+            asyncio.run(main())
+            stalls = [v for v in guard.violations if v.kind == "stall"]
+            os._exit(0 if len(stalls) == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+        bl.deactivate()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "child exit 0", result.stderr

@@ -28,6 +28,7 @@ built from a cursor factory that is not a ``cursor`` subclass.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import wrapt
@@ -67,8 +68,4 @@ def _replace_connect(original: Any) -> Any:
     return wrapt.FunctionWrapper(original, connect)
 
 
-TARGETS = (
-    Target(
-        "psycopg2", "connect", "psycopg2.connect", _synchronous, ADVICE, replace=_replace_connect
-    ),
-)
+TARGETS = (replace(CONNECT, replace=_replace_connect),)

@@ -3,14 +3,19 @@
 Each entry is flagged only when the call would actually wait: an uncontended lock, a set
 event, a done future, a non-empty queue, ``blocking=False`` or a zero timeout pass through.
 
+Event, Semaphore, Barrier, queue.Queue and concurrent.futures all wait through
+``threading.Condition.wait``, and reach it only when they must wait; that one target catches
+them and is reported as the call the user made (``queue.Queue.get``, ``threading.Event.wait``,
+``concurrent.futures.Future.result``), so their fast paths cost nothing.
+
 ``threading.Lock``/``RLock`` objects are C types whose methods cannot be wrapped, so the
 factories ``threading.Lock`` and ``threading.RLock`` are replaced while active: locks created
 then are thin proxies whose ``acquire`` first tries the lock without waiting (so the uncontended
 path never asks about the loop) and is checked only when it would wait. Locks created before
-activation, ``_thread.allocate_lock`` used directly, and the locks inside ``threading``'s and
-``queue``'s own classes (a ``Condition()``'s lock, an ``Event``'s) are not checked: the waits
-built on those are checked as themselves. These waits are never
-offloaded: a contended lock moved to another thread could deadlock the process.
+activation, ``_thread.allocate_lock`` used directly, and the locks inside ``threading``'s,
+``queue``'s and ``logging``'s own objects are not checked (the waits built on them are).
+These waits are never offloaded: a contended lock moved to another thread could deadlock the
+process.
 """
 
 from __future__ import annotations
@@ -20,66 +25,50 @@ from typing import Any
 
 from .._hotpath import make_handler
 from .._patching import Target
-from ._predicates import _MISSING, argument, waits
+from ._predicates import argument, waits
 
 ADVICE = (
-    "use asyncio/anyio synchronization primitives, or offload the waiting code with "
+    "use asyncio/anyio synchronization primitives, await a concurrent future with "
+    "await asyncio.wrap_future(future), or offload the waiting code with "
     "await anyio.to_thread.run_sync(...)"
 )
-FUTURE_ADVICE = (
-    "await it instead: await asyncio.wrap_future(future) / loop.run_in_executor(...)"
-)
-
-
-def _event_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return not instance.is_set() and waits(argument(args, kwargs, 0, "timeout"))
 
 
 def _timeout0_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return waits(argument(args, kwargs, 0, "timeout"))
 
 
-def _semaphore_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    blocking = argument(args, kwargs, 0, "blocking")
-    if blocking is not _MISSING and not blocking:
-        return False
-    return waits(argument(args, kwargs, 1, "timeout")) and instance._value == 0
-
-
 def _join_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return instance.is_alive() and waits(argument(args, kwargs, 0, "timeout"))
 
 
-def _queue_get_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    block = argument(args, kwargs, 0, "block")
-    if block is not _MISSING and not block:
-        return False
-    return waits(argument(args, kwargs, 1, "timeout")) and instance.empty()
+#: Modules whose public waits are built on threading.Condition.
+_SYNC_MODULES = {
+    "threading": "threading",
+    "queue": "queue",
+    "concurrent.futures._base": "concurrent.futures",
+}
 
 
-def _queue_put_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    block = argument(args, kwargs, 1, "block")
-    if block is not _MISSING and not block:
-        return False
-    return waits(argument(args, kwargs, 2, "timeout")) and instance.full()
+def describe_wait(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Name a Condition wait after the outermost synchronization call around it.
 
-
-def _queue_join_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return bool(instance.unfinished_tasks)
-
-
-def _future_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return not instance.done() and waits(argument(args, kwargs, 0, "timeout"))
-
-
-def _futures_wait_waits(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    futures = argument(args, kwargs, 0, "fs")
-    if not waits(argument(args, kwargs, 1, "timeout")):
-        return False
-    try:
-        return not all(future.done() for future in futures)
-    except TypeError:
-        return True
+    ``queue.Queue.get`` rather than ``threading.Condition.wait``: the frames just outside the
+    wait that belong to threading, queue or concurrent.futures say which call the user made.
+    """
+    name = "threading.Condition.wait"
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or ""
+        public = _SYNC_MODULES.get(module)
+        if public is not None:
+            qualname = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+            if not qualname.rpartition(".")[2].startswith("_"):
+                name = f"{public}.{qualname}"
+        elif not module.startswith("blockbuster_lite"):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    return name
 
 
 LOCK_ACQUIRE = Target("threading", "Lock", "threading.Lock.acquire", None, ADVICE, offload=False)
@@ -169,35 +158,19 @@ def _rlock_factory(original: Any) -> Any:
 
 
 TARGETS = (
-    Target("threading", "Event.wait", "threading.Event.wait", _event_waits, ADVICE, offload=False),
+    # Every wait built on a Condition (Event.wait, Semaphore.acquire, Barrier.wait, Queue.get,
+    # Queue.put, Queue.join, Future.result/exception, concurrent.futures.wait) reaches
+    # Condition.wait only when it must really wait: one target catches them all, costs nothing
+    # on their fast paths, and is reported under the name of the call the user made.
     Target(
         "threading", "Condition.wait", "threading.Condition.wait", _timeout0_waits, ADVICE,
-        offload=False,
+        offload=False, describe=describe_wait,
     ),
     Target(
-        "threading", "Semaphore.acquire", "threading.Semaphore.acquire", _semaphore_waits,
-        ADVICE, offload=False,
+        "threading", "Condition.wait_for", "threading.Condition.wait_for", _timeout0_waits,
+        ADVICE, offload=False, describe=describe_wait,
     ),
     Target("threading", "Thread.join", "threading.Thread.join", _join_waits, ADVICE, offload=False),
-    Target(
-        "threading", "Barrier.wait", "threading.Barrier.wait", _timeout0_waits, ADVICE,
-        offload=False,
-    ),
-    Target("queue", "Queue.get", "queue.Queue.get", _queue_get_waits, ADVICE, offload=False),
-    Target("queue", "Queue.put", "queue.Queue.put", _queue_put_waits, ADVICE, offload=False),
-    Target("queue", "Queue.join", "queue.Queue.join", _queue_join_waits, ADVICE, offload=False),
-    Target(
-        "concurrent.futures._base", "Future.result", "concurrent.futures.Future.result",
-        _future_waits, FUTURE_ADVICE, offload=False,
-    ),
-    Target(
-        "concurrent.futures._base", "Future.exception", "concurrent.futures.Future.exception",
-        _future_waits, FUTURE_ADVICE, offload=False,
-    ),
-    Target(
-        "concurrent.futures", "wait", "concurrent.futures.wait", _futures_wait_waits,
-        FUTURE_ADVICE, offload=False,
-    ),
     Target("threading", "Lock", "threading.Lock", replace=_lock_factory, offload=False),
     Target("threading", "RLock", "threading.RLock", replace=_rlock_factory, offload=False),
 )  # fmt: skip
