@@ -21,13 +21,15 @@ duration is exact whatever the monitor thread is doing:
   lies between the last sample that saw the loop idle and the first that saw it busy. A turn
   that kept the thread on a CPU (Python code, ``json.dumps``) is dated from the CPU time the
   thread used since it was last seen idle (``pthread_getcpuclockid``): exact. A turn that waited
-  (a sleep, a socket) gets the middle of that interval: off by at most threshold / 8 (12.5 ms).
+  (a sleep, a socket) gets the middle of that interval: off by at most threshold / 6 (17 ms).
   An earlier design beat a ``call_later`` timer every 10 ms on every loop: 1.75 % of a core for
   an idle loop on our 2-CPU test machine, against 0.3 % for the design above.
 
-*Sampling.* One monitor thread per process wakes every threshold / 2 (threshold / 4 when a uvloop
-loop is watched), and every threshold / 10 while a loop is in a turn older than half the
-threshold. Each sample reads the loop thread's stack (``sys._current_frames()``) and keeps the
+*Sampling.* One monitor thread per process. A hooked loop wakes it when it starts a turn while
+the thread sleeps; the thread looks again when that turn could be half a stall (threshold / 2),
+then every threshold / 10 while the turn lasts, and sleeps again (up to 0.5 s, the scan for new
+loops) once every loop polls and no thread pool is in use: an idle asyncio or trio program
+costs two wake-ups a second. A uvloop loop is looked at every threshold / 3. Each sample reads the loop thread's stack (``sys._current_frames()``) and keeps the
 frames above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the frame that
 called uvloop's run): the running callback. The site is the innermost user frame, as for patched
 calls. The call is the function that frame called (``json.dumps``), or for a C function in
@@ -79,7 +81,6 @@ import dis
 import gc
 import linecache
 import logging
-import math
 import os
 import sys
 import threading
@@ -119,12 +120,8 @@ _perf = time.perf_counter
 _HOTPATH_MODULE = "blockbuster_lite._hotpath"
 
 
-def _idle_interval(threshold: float) -> float:
-    return min(max(threshold / 2, 0.005), 0.5)
-
-
 def _sampled_interval(threshold: float) -> float:
-    return min(max(threshold / 4, 0.005), 0.25)
+    return min(max(threshold / 3, 0.005), 0.25)
 
 
 def _busy_interval(threshold: float) -> float:
@@ -232,6 +229,7 @@ class _LoopWatch:
     ) -> None:
         self.target = target
         self.kind = kind  # "asyncio" or "trio"
+        self.monitor: _Monitor | None = None
         self.hooked = False  # True: the loop times its own turns; False: sampled (uvloop)
         self.thread_id = thread_id
         self.thread_name = _thread_name(thread_id)
@@ -271,6 +269,10 @@ class _LoopWatch:
     def after_poll(self) -> None:
         self.turn_start = _perf()
         self.polling = False
+        monitor = self.monitor
+        if monitor is not None and monitor.dormant:
+            monitor.dormant = False
+            monitor.ring()
 
     def beat(self) -> None:
         """Posted by the monitor to a sampled loop: the turn it saw has ended."""
@@ -416,6 +418,9 @@ class _Monitor:
         self.stopping = False
         self.next_discovery = 0.0
         self.next_pool_sample = 0.0
+        self.pools_in_use = False
+        #: Asleep until the next scan for loops; a hooked loop that starts a turn wakes it.
+        self.dormant = False
         self.groups: dict[tuple[str, str, str], int] = {}
         self.recent_calls: dict[tuple[str, int], float] = {}
         self.thread = threading.Thread(
@@ -465,6 +470,7 @@ class _Monitor:
                 return None
             watch = _LoopWatch(target, kind, thread_id, boundary)
             watch.threshold = self.threshold
+            watch.monitor = self
             if not watch.install(here):
                 return None
             if known is not None:
@@ -486,9 +492,12 @@ class _Monitor:
         self.thread.start()
 
     def ring(self) -> None:
-        """Wake the thread now (a new loop to watch, or stop)."""
-        with contextlib.suppress(RuntimeError):  # already rung
+        """Wake the thread now (a loop started a turn, a new loop to watch, or stop)."""
+        # (Also called on a loop thread as a turn starts: plain try beats contextlib.suppress.)
+        try:  # noqa: SIM105
             self.bell.release()
+        except RuntimeError:  # already rung
+            pass
 
     def stop(self) -> None:
         self.stopping = True
@@ -514,20 +523,27 @@ class _Monitor:
             self.bell.acquire(timeout=interval)
 
     def tick(self, now: float) -> float:
-        """One round: report finished stalls, sample busy loops; returns the next interval."""
-        interval = _idle_interval(self.threshold)
+        """One round: report finished stalls, sample busy loops; returns the next interval.
+
+        With every hooked loop waiting in its poll and no thread pool in use there is nothing to
+        look at until a loop starts a turn: the thread then sleeps until the next scan for loops
+        (``dormant``), and the first loop to leave its poll wakes it.
+        """
         frames: dict[int, FrameType] | None = None
         with self.lock:
+            self.dormant = True  # before reading the loops: a turn that starts later rings
             if now >= self.next_discovery:
                 frames = sys._current_frames()
                 self.discover(frames)
                 self.next_discovery = now + DISCOVERY_INTERVAL
+            interval = self.next_discovery - now
             if self.watches:
                 interval = min(interval, self._sample_pools(now))
             for key, watch in list(self.watches.items()):
                 # Read before reporting: the loop queues a long turn's gap before it polls.
                 polling, start = watch.polling, watch.turn_start
-                if not watch.hooked:
+                if not watch.hooked:  # no hook to wake us: look at it regularly
+                    self.dormant = False
                     interval = min(interval, _sampled_interval(self.threshold))
                     self._settle_beat(watch)
                 self._report_gaps(watch)
@@ -552,6 +568,7 @@ class _Monitor:
                     if polling or start is None:
                         self._forget_samples(watch)
                         continue
+                    self.dormant = False
                     wait = start + self.threshold / 2 - now
                     if wait > 0:  # too young to matter yet: look again when it could
                         self._forget_samples(watch)
@@ -562,26 +579,45 @@ class _Monitor:
                 top = frames.get(watch.thread_id)
                 if top is None:
                     continue
-                sample = self._sample(watch, top, now)
-                if not watch.hooked and not self._track(watch, sample, now):
-                    continue
-                watch.samples.append(sample)
+                callback = _callback_frames(top, watch.boundary)
+                if not watch.hooked:
+                    if not self._track(watch, not callback, now):
+                        continue
+                    # A busy loop is busy at most looks: read its stack only once a turn
+                    # could become a stall.
+                    wait = (watch.turn_start or now) + self.threshold / 4 - now
+                    if wait > 0:
+                        interval = min(interval, max(wait, _busy_interval(self.threshold)))
+                        continue
+                watch.samples.append(self._sample(watch, callback, now))
                 interval = min(interval, _busy_interval(self.threshold))
-            del frames  # other threads' frames must not outlive the tick
         return interval
 
     def _sample_pools(self, now: float) -> float:
-        """Check the thread pools of the watched loops for saturation; returns when next."""
-        try:
-            from . import _pools
-        except ImportError:
-            return math.inf
-        every: float = _pools._interval()
-        if now >= self.next_pool_sample:
-            self.next_pool_sample = now + every
-            for pools in list(_pools._known):
+        """Check the watched loops' thread pools for saturation; returns when to look again.
+
+        A pool fills up only while its loop hands it work, and a loop does that in a turn, which
+        wakes the monitor: idle pools need no timer (``inf``), pools in use one every
+        ``_pools``' interval.
+        """
+        if now < self.next_pool_sample:
+            return self.next_pool_sample - now if self.pools_in_use else float("inf")
+        from . import _pools
+
+        in_use = False
+        for pools in list(_pools._known):
+            stats = pools.statistics()
+            episode = getattr(pools, "_waiting_since", None)  # its saturation bookkeeping
+            if episode is None or any(s.waiting for s in stats) or any(episode.values()):
                 pools.sample()
-        return max(self.next_pool_sample - now, 0.0)
+            in_use = in_use or any(s.busy or s.waiting for s in stats)
+        every: float = _pools._interval()
+        self.next_pool_sample = now + every
+        self.pools_in_use = in_use
+        if not in_use:
+            return float("inf")
+        self.dormant = False
+        return every
 
     def _forget_samples(self, watch: _LoopWatch) -> None:
         if watch.samples or watch.task is not None:
@@ -603,9 +639,9 @@ class _Monitor:
         watch.turn_start = watch.busy_at = watch.busy_cpu = None
         watch.free_at, watch.free_cpu = ran, watch.beat_cpu
 
-    def _track(self, watch: _LoopWatch, sample: _Sample, now: float) -> bool:
-        """Follow a sampled loop; True when the sample belongs to a busy turn worth keeping."""
-        if sample.idle:
+    def _track(self, watch: _LoopWatch, idle: bool, now: float) -> bool:
+        """Follow a sampled loop; True when it is busy in a turn (a callback is running)."""
+        if idle:
             if not watch.beat_posted:
                 watch.free_at, watch.free_cpu = now, watch.thread_cpu()
                 watch.turn_start = watch.busy_at = watch.busy_cpu = None
@@ -627,8 +663,7 @@ class _Monitor:
         return True
 
     # -- samples ----------------------------------------------------------------------------------
-    def _sample(self, watch: _LoopWatch, top: FrameType, now: float) -> _Sample:
-        frames = _callback_frames(top, watch.boundary)
+    def _sample(self, watch: _LoopWatch, frames: list[FrameType], now: float) -> _Sample:
         if not frames:
             return _Sample(now, idle=True)
         infos = [code_info(frame) for frame in frames]
