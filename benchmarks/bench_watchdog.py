@@ -263,12 +263,14 @@ def main() -> int:
         *table(["loop", "no watchdog", "watchdog", "cost", "< 1 % of a core"], cpu_rows),
         "",
         f"## Busy loop: 50 tasks computing and yielding ({busy_rounds} rounds of {busy_s:.2f} s, "
-        "off and on alternating; medians of the per-round differences)",
+        "in random order; medians of the per-round differences)",
         "",
         *table(["loop", "steps/s without", "steps/s with", "throughput lost"], busy_rows),
         "",
         "The reference row replaces the watchdog by a Python thread that does nothing but wake up "
-        f"every {THRESHOLD * 500:.0f} ms, the idle watchdog's rate: each wake-up takes the GIL "
+        f"every {THRESHOLD * 500:.0f} ms, as the watchdog does on a busy asyncio or trio loop "
+        "(threshold / 2; threshold / 4 on uvloop, which also gets a beat per look): each wake-up "
+        "takes the GIL "
         "from the busy loop thread, and on a shared machine getting it back waits for the "
         "scheduler. That, not the watchdog's own work, is most of the loss; it shrinks with a "
         "larger threshold (fewer wake-ups) and on a machine with idle cores.",

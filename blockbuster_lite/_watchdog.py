@@ -29,9 +29,10 @@ duration is exact whatever the monitor thread is doing:
 the thread sleeps; the thread looks again when that turn could be half a stall (threshold / 2),
 then every threshold / 10 while the turn lasts, and sleeps again (up to 0.5 s, the scan for new
 loops) once every loop polls and no thread pool is in use: an idle asyncio or trio program
-costs two wake-ups a second. A uvloop loop is looked at every threshold / 3. Each sample reads the loop thread's stack (``sys._current_frames()``) and keeps the
-frames above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the frame that
-called uvloop's run): the running callback. The site is the innermost user frame, as for patched
+costs two wake-ups a second. A uvloop loop is looked at every threshold / 3. Each sample reads
+the loop thread's stack (``sys._current_frames()``; see ``_stacks``) and keeps the frames
+above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the frame that called
+uvloop's run): the running callback. The site is the innermost user frame, as for patched
 calls. The call is the function that frame called (``json.dumps``), or for a C function in
 progress the callee of the call expression at the frame's current instruction, resolved through
 its module (``from time import sleep`` then ``sleep(0.3)`` reports ``time.sleep``), or
@@ -74,28 +75,34 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import builtins
 import contextlib
 import contextvars
-import dis
-import gc
-import linecache
 import logging
 import os
 import sys
 import threading
 import time
-import types
 import warnings
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._policy import INTERNAL, LIBRARY, USER, CodeInfo, Mode, code_info
+from ._policy import INTERNAL, Mode, code_info
 from ._report import BlockingCallWarning, Violation, format_message, logger, render_stack
-from ._state import exempt, reentrant, request_context, state
+from ._stacks import (
+    PYTHON_CODE,
+    TaskInfo,
+    call_name,
+    callback_frames,
+    excluded_by_guard,
+    loops_on_stack,
+    running_task,
+    site_index,
+    task_boundary_asyncio,
+)
+from ._state import reentrant, state
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -106,8 +113,6 @@ STALL_ADVICE = (
     "move the work off the loop: await anyio.to_thread.run_sync(...) for blocking calls, a "
     "process pool for CPU-bound code, or the library's async API"
 )
-#: The call of a stall spent in the attributed frame's own bytecode.
-PYTHON_CODE = "Python code"
 
 #: How often threads are scanned for loops that started after the guard.
 DISCOVERY_INTERVAL = 0.5
@@ -126,54 +131,6 @@ def _sampled_interval(threshold: float) -> float:
 
 def _busy_interval(threshold: float) -> float:
     return min(max(threshold / 10, 0.005), 0.1)
-
-
-# --- loop machinery, known by code object ------------------------------------------------------
-
-
-def _codes(*functions: Any) -> frozenset[CodeType]:
-    return frozenset(
-        code
-        for code in (getattr(f, "__code__", None) for f in functions)
-        if isinstance(code, CodeType)
-    )
-
-
-_BaseEventLoop = asyncio.base_events.BaseEventLoop
-#: Frames that call a loop callback: everything above them is the running callback.
-_DISPATCH = _codes(asyncio.events.Handle._run)
-#: Frames of the loop itself: a stack that reaches one of these before a dispatch frame is idle.
-_LOOP_INTERNALS = _codes(
-    getattr(_BaseEventLoop, "_run_once", None),
-    _BaseEventLoop.run_forever,
-    _BaseEventLoop.run_until_complete,
-)
-_RUN_FOREVER = _BaseEventLoop.run_forever.__code__
-#: ``asyncio.Runner.run`` (3.11+) holds its loop in ``self._loop``, uvloop's included.
-_RUNNER_RUN = next(iter(_codes(getattr(getattr(asyncio, "Runner", None), "run", None))), None)
-
-
-@dataclass(frozen=True)
-class _TrioCodes:
-    unrolled_run: CodeType | None = None
-    run: CodeType | None = None
-
-
-_trio_codes = _TrioCodes()
-
-
-def _trio_machinery() -> _TrioCodes:
-    """trio's run-loop code objects once trio is imported (this module never imports it)."""
-    global _trio_codes
-    if _trio_codes.run is None:
-        module = sys.modules.get("trio._core._run")
-        if module is not None:
-            unrolled = getattr(module, "unrolled_run", None)
-            run = getattr(module, "run", None)
-            _trio_codes = _TrioCodes(
-                getattr(unrolled, "__code__", None), getattr(run, "__code__", None)
-            )
-    return _trio_codes
 
 
 # --- what the monitor records ----------------------------------------------------------------
@@ -195,14 +152,6 @@ class _Sample:
     @property
     def group(self) -> tuple[str, str, str]:
         return (self.filename, self.function, self.call)
-
-
-@dataclass
-class _TaskInfo:
-    name: str | None = None
-    context: contextvars.Context | None = None
-    request: dict[str, Any] = field(default_factory=dict)
-    exempt: bool = False
 
 
 class _TrioHooks:
@@ -240,7 +189,7 @@ class _LoopWatch:
         self.paused = False  # the loop stopped running since the last turn began
         self.gaps: deque[tuple[float, float]] = deque(maxlen=64)  # (start, end) of long turns
         self.samples: deque[_Sample] = deque(maxlen=MAX_SAMPLES)
-        self.task: _TaskInfo | None = None
+        self.task: TaskInfo | None = None
         self.stopped_since: float | None = None
         self.ended = False
         self.stopped = False  # the watch is over (its hooks are being removed)
@@ -444,7 +393,7 @@ class _Monitor:
         loop = asyncio._get_running_loop()
         if loop is not None:
             watch = self._add(
-                loop, "asyncio", threading.get_ident(), _task_boundary_asyncio(loop), True
+                loop, "asyncio", threading.get_ident(), task_boundary_asyncio(loop), True
             )
         else:
             from ._loop import trio_state
@@ -483,7 +432,7 @@ class _Monitor:
         own = threading.get_ident()
         for thread_id, top in frames.items():
             if thread_id != own and thread_id not in running:
-                for target, kind, boundary in _loops_on_stack(top):
+                for target, kind, boundary in loops_on_stack(top):
                     self._add(target, kind, thread_id, boundary, False)
 
     # -- the thread -----------------------------------------------------------------------------
@@ -579,15 +528,16 @@ class _Monitor:
                 top = frames.get(watch.thread_id)
                 if top is None:
                     continue
-                callback = _callback_frames(top, watch.boundary)
+                callback = callback_frames(top, watch.boundary)
                 if not watch.hooked:
                     if not self._track(watch, not callback, now):
                         continue
                     # A busy loop is busy at most looks: read its stack only once a turn
-                    # could become a stall.
+                    # could become a stall, and look again no sooner than a stall could
+                    # still be running (our beat tells us meanwhile whether the turn ended).
                     wait = (watch.turn_start or now) + self.threshold / 4 - now
                     if wait > 0:
-                        interval = min(interval, max(wait, _busy_interval(self.threshold)))
+                        interval = min(interval, max(wait, self.threshold / 4))
                         continue
                 watch.samples.append(self._sample(watch, callback, now))
                 interval = min(interval, _busy_interval(self.threshold))
@@ -667,10 +617,10 @@ class _Monitor:
         if not frames:
             return _Sample(now, idle=True)
         infos = [code_info(frame) for frame in frames]
-        index = _site_index(infos)
+        index = site_index(infos)
         frame, info = frames[index], infos[index]
         if watch.task is None:
-            watch.task = _running_task(watch, frames)
+            watch.task = running_task(watch.kind, watch.target, frames)
         return _Sample(
             time=now,
             idle=False,
@@ -678,10 +628,10 @@ class _Monitor:
             lineno=frame.f_lineno,
             function=info.qualname,
             module=info.module,
-            call=_call_name(frames, infos, index),
+            call=call_name(frames, infos, index),
             stack=render_stack(frame),
             catalogue=any(i.kind == INTERNAL and i.module == _HOTPATH_MODULE for i in infos),
-            excluded=watch.task.exempt or _excluded(infos),
+            excluded=watch.task.exempt or excluded_by_guard(infos),
         )
 
     # -- stalls -----------------------------------------------------------------------------------
@@ -706,7 +656,7 @@ class _Monitor:
         if seen is not None and start <= seen <= end + self.threshold:
             return
         lineno = self.groups.setdefault(chosen.group, chosen.lineno)
-        task = watch.task or _TaskInfo()
+        task = watch.task or TaskInfo()
         violation = Violation(
             call=chosen.call,
             filename=chosen.filename,
@@ -864,204 +814,6 @@ def _tell(violation: Violation, module: str) -> None:
             logger.warning("%s", format_message(violation))
     finally:
         reentrant.reset(token)
-
-
-# --- reading another thread's stack --------------------------------------------------------------
-
-
-def _callback_frames(top: FrameType, boundary: CodeType | None) -> list[FrameType]:
-    """The frames of the callback running on a loop thread, innermost first ([] if idle)."""
-    trio_codes = _trio_machinery()
-    frames: list[FrameType] = []
-    frame: FrameType | None = top
-    while frame is not None:
-        code = frame.f_code
-        if code is boundary or code in _DISPATCH or code is trio_codes.unrolled_run:
-            return frames
-        if code in _LOOP_INTERNALS or code is trio_codes.run:
-            return []
-        frames.append(frame)
-        frame = frame.f_back
-    return []  # not inside this loop at all (it stopped between two looks)
-
-
-def _site_index(infos: list[CodeInfo]) -> int:
-    """The frame a stall is attributed to: innermost user frame, else library, else any."""
-    first_library = first_other = None
-    for index, info in enumerate(infos):
-        if info.kind == USER:
-            return index
-        if info.kind == LIBRARY and first_library is None:
-            first_library = index
-        elif info.kind != INTERNAL and first_other is None:
-            first_other = index
-    if first_library is not None:
-        return first_library
-    return first_other if first_other is not None else 0
-
-
-def _excluded(infos: list[CodeInfo]) -> bool:
-    """The innermost guard's allow rules and scope apply to stalls as to calls."""
-    guards = state.guards
-    if not guards:
-        return False
-    guard = guards[-1]
-    if any(rule.matches(i.module, i.filename, i.qualname) for i in infos for rule in guard.allow):
-        return True
-    scope = guard.scope
-    if scope is None:
-        return False
-    return not any(i.module == p or i.module.startswith(p + ".") for i in infos for p in scope)
-
-
-# 3.11 runs a specialized call to a builtin inside PRECALL, so the frame stops there.
-_CALL_OPS = frozenset(
-    op for name, op in dis.opmap.items() if name.startswith("CALL") or name == "PRECALL"
-)
-
-
-def _call_name(frames: list[FrameType], infos: list[CodeInfo], index: int) -> str:
-    """What the attributed frame is running: a callee's name, or ``Python code``."""
-    if index > 0:
-        callee = infos[index - 1]
-        if callee.kind == INTERNAL or not callee.module:
-            return callee.qualname
-        return f"{callee.module}.{callee.qualname}"
-    try:
-        name = _c_callee(frames[0])
-    except Exception:
-        name = None
-    return name or PYTHON_CODE
-
-
-def _c_callee(frame: FrameType) -> str | None:
-    """The callee of the call a frame is executing: a C function, which has no frame of its own."""
-    code = frame.f_code
-    lasti = frame.f_lasti
-    raw = code.co_code
-    positions = getattr(code, "co_positions", None)  # 3.11+
-    if positions is None or not 0 <= lasti < len(raw) or raw[lasti] not in _CALL_OPS:
-        return None
-    for offset, position in enumerate(positions()):
-        if offset == lasti // 2:
-            lineno, _, column, _ = position
-            break
-    else:
-        return None
-    if lineno is None or column is None:
-        return None
-    line = linecache.getline(code.co_filename, lineno).encode()  # columns count UTF-8 bytes
-    expression = line[column:].decode(errors="replace").split("(", 1)[0].strip()
-    parts = expression.split(".")
-    if not all(part.isidentifier() for part in parts):
-        return None
-    return _resolve(parts, frame.f_globals) or expression
-
-
-def _resolve(parts: list[str], namespace: Mapping[str, Any]) -> str | None:
-    """``module.function`` for a dotted name, through modules and classes only (no user code runs)."""
-    missing = object()
-    obj = namespace.get(parts[0], missing)
-    if obj is missing:
-        obj = vars(builtins).get(parts[0], missing)
-    if obj is missing:
-        return None
-    if isinstance(obj, types.ModuleType):
-        return ".".join([obj.__name__, *parts[1:]])
-    for part in parts[1:]:
-        if not isinstance(obj, type):
-            return None
-        obj = next((vars(k)[part] for k in obj.__mro__ if part in vars(k)), None)
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str):
-        return None
-    return qualname if module == "builtins" else f"{module}.{qualname}"
-
-
-def _task_boundary_asyncio(loop: asyncio.AbstractEventLoop) -> CodeType | None:
-    """The code under the current task's coroutine: uvloop's callers have no fixed name."""
-    task = _current_tasks().get(loop)
-    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
-    caller = frame.f_back if frame is not None else None
-    return caller.f_code if caller is not None else None
-
-
-def _current_tasks() -> dict[Any, Any]:
-    tasks = getattr(asyncio.tasks, "_current_tasks", None)
-    return tasks if isinstance(tasks, dict) else {}
-
-
-def _task_context(task: Any) -> contextvars.Context | None:
-    get_context = getattr(task, "get_context", None)  # asyncio 3.12+
-    if get_context is not None:
-        context = get_context()
-        return context if isinstance(context, contextvars.Context) else None
-    context = getattr(task, "context", None)  # trio
-    if isinstance(context, contextvars.Context):
-        return context
-    # asyncio 3.10/3.11: the C Task keeps its context private but reports it to the garbage
-    # collector, first among its references.
-    for referent in gc.get_referents(task):
-        if isinstance(referent, contextvars.Context):
-            return referent
-    return None
-
-
-def _running_task(watch: _LoopWatch, frames: list[FrameType]) -> _TaskInfo:
-    task: Any = None
-    try:
-        if watch.kind == "asyncio":
-            task = _current_tasks().get(watch.target)
-            name = task.get_name() if task is not None else None
-        else:
-            on_stack = {id(frame) for frame in frames}
-            for candidate in list(watch.target.tasks):
-                coro_frame = getattr(candidate.coro, "cr_frame", None)
-                if coro_frame is not None and id(coro_frame) in on_stack:
-                    task = candidate
-                    break
-            name = getattr(task, "name", None)
-        context = _task_context(task) if task is not None else None
-    except Exception:  # a set changed size under us, a task type we do not know
-        return _TaskInfo()
-    if context is None:
-        return _TaskInfo(name=name)
-    snapshot = context.copy()  # the task goes on: keep what it was in during the stall
-    request = snapshot.get(request_context)
-    try:
-        details = {k: v for k, v in dict(request or {}).items() if v is not None}
-    except Exception:
-        details = {}
-    return _TaskInfo(name, snapshot, details, bool(snapshot.get(exempt, False)))
-
-
-def _loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]:
-    """``(loop or trio runner, kind, dispatch code)`` for what a thread is running."""
-    trio_codes = _trio_machinery()
-    found = False
-    frame: FrameType | None = top
-    depth = 0
-    while frame is not None and depth < 500:
-        code = frame.f_code
-        if code is _RUN_FOREVER or code is _RUNNER_RUN:
-            owner = frame.f_locals.get("self")
-            loop = owner if code is _RUN_FOREVER else getattr(owner, "_loop", None)
-            if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
-                found = True
-                yield loop, "asyncio", code
-        elif code is trio_codes.run:
-            runner = frame.f_locals.get("runner")
-            if runner is not None and hasattr(runner, "current_trio_token"):
-                found = True
-                yield runner, "trio", None
-        frame = frame.f_back
-        depth += 1
-    if not found and "uvloop" in sys.modules:
-        # uvloop's run_forever is C: an idle uvloop thread's innermost frame is its caller.
-        for value in list(top.f_locals.values()):
-            if isinstance(value, asyncio.AbstractEventLoop) and value.is_running():
-                yield value, "asyncio", top.f_code
 
 
 # --- entry points ----------------------------------------------------------------------------------
