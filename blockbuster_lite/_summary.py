@@ -2,7 +2,8 @@
 
 ``BLOCKBUSTER_LITE_SUMMARY=1`` (or the runner's ``--summary``) installs a ``Summary`` as an
 observer of recorded violations; at interpreter exit it prints one line per (call, site) to
-stderr, worst first (total blocked time, then maximum, then count). Raise mode never runs the
+stderr, worst first (total blocked time, then maximum, then count), with count, total, p50, p99
+and maximum blocked time. Raise mode never runs the
 call, so its entries have a count but no time. Forked workers start with an empty summary and
 each prints its own, headed by its pid.
 
@@ -17,83 +18,31 @@ import atexit
 import contextlib
 import os
 import sys
-import threading
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import wrapt
 
-from ._report import Violation, display_path
 from ._state import state
+from ._stats import SiteStats, StatsCollector, format_stats
 
-__all__ = ["SiteStats", "Summary", "install_summary"]
-
-
-@dataclass
-class SiteStats:
-    """What one call site did: how often, and how long it held the loop."""
-
-    call: str
-    site: str
-    kind: str
-    count: int = 0
-    timed: int = 0
-    total_s: float = 0.0
-    max_s: float = 0.0
-
-    def add(self, duration_s: float | None) -> None:
-        self.count += 1
-        if duration_s is not None:
-            self.timed += 1
-            self.total_s += duration_s
-            self.max_s = max(self.max_s, duration_s)
+__all__ = ["Summary", "install_summary"]
 
 
-class Summary:
-    """An observer (``state.observers``) aggregating violations per call site."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sites: dict[tuple[str, str, str, int, str], SiteStats] = {}
-
-    def __call__(self, violation: Violation) -> None:
-        key = (violation.kind, violation.call, violation.filename, violation.lineno,
-               violation.function)  # fmt: skip
-        with self._lock:
-            stats = self._sites.get(key)
-            if stats is None:
-                site = (
-                    f"{display_path(violation.filename)}:{violation.lineno} in {violation.function}"
-                )
-                stats = self._sites[key] = SiteStats(violation.call, site, violation.kind)
-            stats.add(violation.duration_s)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._sites.clear()
+class Summary(StatsCollector):
+    """An observer (``state.observers``) aggregating violations per call site, for the exit."""
 
     def rows(self) -> list[SiteStats]:
         """Every call site, worst first."""
-        with self._lock:
-            rows = list(self._sites.values())
-        return sorted(rows, key=lambda s: (s.total_s, s.max_s, s.count), reverse=True)
+        return self.snapshot()
 
     def render(self) -> str:
-        rows = self.rows()
+        rows = self.snapshot()
         if not rows:
             return ""
-        lines = [
+        return (
             f"blockbuster_lite summary (pid {os.getpid()}): {len(rows)} call site(s) "
-            "blocked the event loop, worst first",
-            f"  {'total ms':>10} {'max ms':>9} {'count':>6}  call at site",
-        ]
-        for row in rows:
-            total = f"{row.total_s * 1000:.1f}" if row.timed else "-"
-            worst = f"{row.max_s * 1000:.1f}" if row.timed else "-"
-            call = row.call if row.kind == "stall" else f"{row.call}()"
-            label = "stall in " if row.kind == "stall" else ""
-            lines.append(f"  {total:>10} {worst:>9} {row.count:>6}  {label}{call} at {row.site}")
-        return "\n".join(lines)
+            f"blocked the event loop, worst first\n{format_stats(rows)}"
+        )
 
     def print(self, stream: TextIO | None = None) -> None:
         """Print what happened since the last print (nothing if nothing did)."""
