@@ -458,19 +458,40 @@ def _bestow(task: Any) -> None:
             logger.exception("blockbuster_lite: could not give a task a portal for offload mode")
 
 
+async def _run_with_portal(coro: Any) -> Any:
+    """Run a task's coroutine inside a greenback portal, entered without a checkpoint."""
+    assert greenback is not None
+    return await greenback.with_portal_run(lambda: coro)
+
+
+def _close_unstarted(coro: Any) -> Callable[[Any], None]:
+    # A task cancelled before its first step never starts the coroutine it wraps: close it, so
+    # Python does not warn that it was never awaited (closing a finished one does nothing).
+    return lambda task: coro.close()
+
+
 class _PortalTaskFactory:
-    """An asyncio task factory: while offload mode is on, every new task gets a portal."""
+    """An asyncio task factory: while offload mode is on, every new task gets a portal.
+
+    The task's coroutine is wrapped in ``greenback.with_portal_run`` rather than given a portal
+    with ``bestow_portal``: bestowing primes greenback's shim, so the task looks started before
+    its first step, and anyio's task groups then cancel it before it ever runs (a task group
+    cancelled right after ``start_soon`` must still start the child, as without offload mode).
+    """
 
     def __init__(self, previous: Callable[..., Any] | None) -> None:
         self.previous = previous
 
     def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        wrapped = coro
+        if _offload_active() and asyncio.iscoroutine(coro):
+            wrapped = _run_with_portal(coro)
         if self.previous is not None:
-            task = self.previous(loop, coro, **kwargs)
+            task = self.previous(loop, wrapped, **kwargs)
         else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        if _offload_active() and not task.done():
-            _bestow(task)
+            task = asyncio.Task(wrapped, loop=loop, **kwargs)
+        if wrapped is not coro:
+            task.add_done_callback(_close_unstarted(coro))
         return task
 
 

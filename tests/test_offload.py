@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import io
 import logging
 import os
@@ -521,3 +522,31 @@ def test_missing_greenback_is_a_clear_error() -> None:
     assert f"env: mode 'offload' from BLOCKBUSTER_LITE_MODE {needs}" in result.stdout
     assert "portal: False" in result.stdout
     assert "warn mode works" in result.stdout
+
+
+def test_tasks_given_portals_keep_anyio_task_group_semantics() -> None:
+    # A child started and cancelled at once still runs up to its first checkpoint, as without
+    # offload mode; bestowing a portal at task creation used to make anyio cancel it unstarted
+    # ("coroutine 'child' was never awaited").
+    started: list[str] = []
+
+    async def child(name: str) -> None:
+        started.append(name)
+        await anyio.sleep(1)
+
+    async def main() -> None:
+        await offload.ensure_portal()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child, "cancelled at once")
+            tg.cancel_scope.cancel()
+        task = asyncio.get_running_loop().create_task(child("cancelled by asyncio"))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with bl.intercept("offload"):
+            asyncio.run(main())
+        gc.collect()  # an unawaited coroutine would warn (an error here) when collected
+    assert started == ["cancelled at once"]
