@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import site
 import sys
 from collections.abc import Callable, Sequence
@@ -85,11 +86,22 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+_BARE_PYTHON = re.compile(r"python(3(\.\d+)?)?")
+
+
 def command_line(command: Sequence[str]) -> list[str]:
-    """COMMAND as execvp wants it: scripts and ``-m module`` run with this interpreter."""
+    """COMMAND as execvp wants it: scripts and ``-m module`` run with this interpreter.
+
+    So does a bare ``python``/``python3``/``python3.N``: without an activated virtualenv the
+    one on PATH is often another interpreter, without blockbuster_lite, and the program would
+    run unchecked without a word. A path (``/usr/bin/python3``) is run as given.
+    """
     if command[0] == "-m" or (command[0].endswith(".py") and os.path.isfile(command[0])):
         return [sys.executable, *command]
+    if _BARE_PYTHON.fullmatch(command[0]):
+        return [sys.executable, *command[1:]]
     return list(command)
+
 
 
 def hook_installed() -> bool:

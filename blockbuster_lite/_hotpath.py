@@ -59,10 +59,11 @@ def make_handler(target: Target) -> Handler:
                 return wrapped(*args, **kwargs)
         if predicate is not None:
             try:
-                if not predicate(instance, args, kwargs):
-                    return wrapped(*args, **kwargs)
+                blocks = predicate(instance, args, kwargs)
             except Exception:
-                pass
+                blocks = True
+            if not blocks:  # the call stays outside the try: its errors are the caller's
+                return wrapped(*args, **kwargs)
         return checked_call(target, wrapped, instance, args, kwargs)
 
     return handler
@@ -85,10 +86,11 @@ def make_method(target: Target, original: Any) -> Callable[..., Any]:
                 return original(self, *args, **kwargs)
         if predicate is not None:
             try:
-                if not predicate(self, args, kwargs):
-                    return original(self, *args, **kwargs)
+                blocks = predicate(self, args, kwargs)
             except Exception:
-                pass
+                blocks = True
+            if not blocks:
+                return original(self, *args, **kwargs)
         return checked_call(target, MethodType(original, self), self, args, kwargs)
 
     return method
@@ -115,10 +117,11 @@ def _make_positional_method(target: Target, original: Any) -> Callable[..., Any]
                 return original(self, *args)
         if predicate is not None:
             try:
-                if not predicate(self, args, no_kwargs):
-                    return original(self, *args)
+                blocks = predicate(self, args, no_kwargs)
             except Exception:
-                pass
+                blocks = True
+            if not blocks:
+                return original(self, *args)
         return checked_call(target, MethodType(original, self), self, args, {})
 
     return method

@@ -174,12 +174,18 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     # executor bookkeeping: starting a worker thread (a user's shutdown(wait=True) is reported)
     ("concurrent.futures.thread", "ThreadPoolExecutor._adjust_thread_count"),
     ("concurrent.futures.thread", "ThreadPoolExecutor.submit"),
+    # a few bytes into the process pool's self-pipe, drained by its manager thread
+    ("concurrent.futures.process", "_ThreadWakeup.wakeup"),
     ("asyncio.base_events", None),  # the loop's own selector, executor and self-pipe
     ("asyncio.selector_events", None),
     ("asyncio.unix_events", None),
     ("asyncio.events", None),
     ("asyncio.runners", None),
     ("selectors", None),
+    # anyio's pytest plugin runs trio as a guest of a plain host loop on the test thread; between
+    # guest ticks (trio's run context still set) that loop waits on a queue.Queue for work
+    ("anyio._backends._trio", "TestRunner._call_in_runner_task"),
+    ("anyio._backends._trio", "TestRunner.__exit__"),
     ("fastapi.dependencies.utils", None),  # first-request endpoint introspection
     ("fastapi.routing", "APIRoute.__init__"),
     ("pydantic", None),

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import urllib.request
@@ -180,6 +181,24 @@ def test_non_blocking_sockets_are_never_caught(pair: tuple[socket.socket, socket
     assert seen_on("asyncio", exchange, mode="raise") == []
 
 
+def test_an_error_from_a_non_blocking_socket_call_is_neither_swallowed_nor_retried() -> None:
+    # The cleared-by-predicate fast path once wrapped the real call in its try/except: a reset
+    # reported by recv was swallowed, the call ran again and read b"" (an orderly EOF) instead.
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.close()  # linger 0: the peer sees a reset, not an end of stream
+    client.setblocking(False)
+    try:
+        with bl.intercept("raise") as guard, pytest.raises(ConnectionResetError):
+            call_on("asyncio", lambda: client.recv(10))
+    finally:
+        client.close()
+        listener.close()
+    assert guard.violations == []
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", b"127.0.0.1", None])
 def test_resolving_an_ip_literal_is_not_caught(host: str | bytes | None) -> None:
     def resolve() -> object:
@@ -262,6 +281,36 @@ def test_trio_streams_are_never_caught(echo_port: int) -> None:
     with bl.intercept("raise") as guard:
         assert trio.run(main) == b"trio!"
     assert guard.violations == []
+
+
+@pytest.mark.parametrize("loop", ["trio", "anyio-trio"])
+def test_trio_connecting_by_host_name_is_never_caught(loop: str, echo_port: int) -> None:
+    # trio first calls socket.getaddrinfo(..., flags=AI_NUMERICHOST) on the loop thread: it
+    # cannot block (a name fails at once), then resolves the name in a worker thread.
+    async def main() -> bytes:
+        async with await anyio.connect_tcp("localhost", echo_port) as stream:
+            await stream.send(b"named")
+            return bytes(await stream.receive(5))
+
+    async def with_trio() -> bytes:
+        stream = await trio.open_tcp_stream("localhost", echo_port)
+        async with stream:
+            await stream.send_all(b"named")
+            return bytes(await stream.receive_some(5))
+
+    with bl.intercept("raise") as guard:
+        assert (trio.run(with_trio) if loop == "trio" else run_on(loop, main)) == b"named"
+    assert guard.violations == []
+
+
+def test_numeric_only_getaddrinfo_is_not_caught() -> None:
+    def resolve() -> object:
+        try:
+            return socket.getaddrinfo("localhost", 80, flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            return None
+
+    assert seen_on("asyncio", resolve, mode="raise") == []
 
 
 # -- HTTP --------------------------------------------------------------------------------------

@@ -342,6 +342,21 @@ def test_run_in_executor_and_to_thread_are_never_caught() -> None:
     assert guard.violations == []
 
 
+def test_a_process_pool_on_the_loop_is_not_caught() -> None:
+    # submit() and shutdown(wait=False) nudge the pool's manager thread through a pipe: a few
+    # bytes, never a wait. Only `with pool:` (a join on the loop) is a real blocking call.
+    async def main() -> list[int]:
+        pool = concurrent.futures.ProcessPoolExecutor(1)
+        first = await asyncio.wrap_future(pool.submit(pow, 2, 3))
+        second = await asyncio.get_running_loop().run_in_executor(pool, pow, 2, 4)
+        pool.shutdown(wait=False)
+        return [first, second]
+
+    with bl.intercept("raise") as guard:
+        assert asyncio.run(main()) == [8, 16]
+    assert guard.violations == []
+
+
 def test_shutting_down_an_executor_with_wait_on_the_loop_is_caught() -> None:
     async def main() -> None:
         executor = concurrent.futures.ThreadPoolExecutor(1)

@@ -400,6 +400,24 @@ def test_the_loops_own_executor_and_self_pipe_are_not_flagged() -> None:
     assert guard.violations == []
 
 
+def test_anyio_trio_test_runner_host_loop_is_not_flagged() -> None:
+    # anyio's pytest plugin runs trio in guest mode on the test thread; between guest ticks its
+    # host loop waits on a queue.Queue (trio's run context stays set). A flagged wait there raised
+    # inside the runner, left trio half-running and failed every later test of the session.
+    pytest.importorskip("trio")
+    import anyio
+    from anyio._core._eventloop import get_async_backend
+
+    async def fixture() -> int:
+        await anyio.sleep(0.05)  # the host loop must wait for trio's I/O thread meanwhile
+        return 42
+
+    runner = get_async_backend("trio").create_test_runner({})
+    with bl.intercept("raise") as guard, runner:
+        assert runner.run_fixture(fixture, {}) == 42
+    assert guard.violations == []
+
+
 def test_a_callback_the_loop_runs_is_still_checked() -> None:
     async def main() -> None:
         asyncio.get_running_loop().call_soon(nap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,26 @@ def test_runs_a_module_and_a_program_on_path(tmp_path: Path) -> None:
     by_program = runner(tmp_path, sys.executable, "script.py")  # no "--" needed; default warn
     assert '"BLOCKBUSTER_LITE_MODE": "warn"' in by_program.stdout
     assert "BlockingCallWarning" in by_program.stderr
+
+
+@pytest.mark.parametrize("name", ["python", "python3"])
+def test_a_bare_python_is_this_interpreter(tmp_path: Path, name: str) -> None:
+    # Without an activated virtualenv, the python on PATH lacks blockbuster_lite: the script
+    # would run unchecked and silently.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / name).write_text("#!/bin/sh\necho another interpreter\n")
+    (bin_dir / name).chmod(0o755)
+    (tmp_path / "script.py").write_text(SCRIPT)
+    env = environment()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [sys.executable, "-m", "blockbuster_lite", "--", name, "script.py", "a"], cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "another interpreter" not in result.stdout
+    assert '["a"]' in result.stdout
+    assert "Blocking call to time.sleep()" in result.stderr
 
 
 def test_unset_options_keep_the_environment(tmp_path: Path) -> None:

@@ -64,10 +64,17 @@ def is_ip_literal(host: Any) -> bool:
 
 
 def resolves_name(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """DNS look-ups of a name (not an IP literal, which needs no resolver)."""
+    """DNS look-ups of a name (not an IP literal, which needs no resolver).
+
+    ``getaddrinfo(..., flags=AI_NUMERICHOST)`` never asks a resolver either: it fails at once
+    for a name. trio (and anyio on trio) try that first on the loop thread for every host.
+    """
     host = argument(args, kwargs, 0, "host")
     if host is _MISSING:
         host = argument(args, kwargs, 0, "hostname")
+    flags = argument(args, kwargs, 5, "flags")
+    if isinstance(flags, int) and flags & socket.AI_NUMERICHOST:
+        return False
     return not is_ip_literal(host)
 
 
