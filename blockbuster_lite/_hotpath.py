@@ -10,7 +10,6 @@ import inspect
 import logging
 import sys
 import time
-import warnings
 from asyncio import _get_running_loop
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +26,7 @@ from ._report import (
     format_message,
     logger,
     render_stack,
+    warn_violation,
 )
 from ._state import exempt, reentrant, request_context, state
 
@@ -245,14 +245,7 @@ def _build(
 def _warn(violation: Violation, site: Site) -> None:
     token = reentrant.set(True)
     try:
-        warnings.warn_explicit(
-            format_message(violation),
-            BlockingCallWarning,
-            violation.filename,
-            violation.lineno,
-            module=site.info.module or None,
-            registry=None,
-        )
+        warn_violation(violation, site.info.module)
     except BlockingCallWarning:
         raise  # -W error::BlockingCallWarning: the user asked for an exception
     except Exception as exc:

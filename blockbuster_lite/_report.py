@@ -139,6 +139,20 @@ def apply_warning_options(options: list[str]) -> None:
         )
 
 
+def warn_violation(violation: Violation, module: str | None) -> None:
+    """Issue the BlockingCallWarning for ``violation`` at its site, through ``warnings``' filters."""
+    import warnings
+
+    warnings.warn_explicit(
+        format_message(violation),
+        BlockingCallWarning,
+        violation.filename,
+        violation.lineno,
+        module=module or None,
+        registry=None,
+    )
+
+
 def render_stack(frame: FrameType | None) -> tuple[str, ...]:
     """``file:line in function`` lines, outermost first, without reading any source file."""
     lines: list[str] = []

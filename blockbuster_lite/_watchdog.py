@@ -82,7 +82,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -90,7 +89,7 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from ._policy import INTERNAL, Mode, code_info
-from ._report import BlockingCallWarning, Violation, format_message, logger, render_stack
+from ._report import Violation, format_message, logger, render_stack, warn_violation
 from ._stacks import (
     PYTHON_CODE,
     TaskInfo,
@@ -802,14 +801,7 @@ def _tell(violation: Violation, module: str) -> None:
             logger.warning("%s", format_message(violation))
             return
         try:
-            warnings.warn_explicit(
-                format_message(violation),
-                BlockingCallWarning,
-                violation.filename,
-                violation.lineno,
-                module=module or None,
-                registry=None,
-            )
+            warn_violation(violation, module)
         except Exception:  # a warnings filter made it an error on our thread: log it instead
             logger.warning("%s", format_message(violation))
     finally:

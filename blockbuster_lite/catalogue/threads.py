@@ -133,28 +133,27 @@ class _CheckedRLock(_CheckedLock):
 _RAW_LOCK_MODULES = frozenset({"threading", "queue", "logging", "logging.handlers"})
 
 
-def _lock_factory(original: Any) -> Any:
-    def Lock(*args: Any, **kwargs: Any) -> Any:
+def _proxying_factory(original: Any, proxy: type[_CheckedLock], name: str) -> Any:
+    """A replacement for ``threading.Lock``/``RLock`` that returns checked proxies."""
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
         lock = original(*args, **kwargs)
         if sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
             return lock
-        return _CheckedLock(lock)
+        return proxy(lock)
 
-    Lock.__wrapped__ = original  # type: ignore[attr-defined]
-    Lock.__doc__ = original.__doc__
-    return Lock
+    factory.__name__ = factory.__qualname__ = name
+    factory.__wrapped__ = original  # type: ignore[attr-defined]
+    factory.__doc__ = original.__doc__
+    return factory
+
+
+def _lock_factory(original: Any) -> Any:
+    return _proxying_factory(original, _CheckedLock, "Lock")
 
 
 def _rlock_factory(original: Any) -> Any:
-    def RLock(*args: Any, **kwargs: Any) -> Any:
-        lock = original(*args, **kwargs)
-        if sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
-            return lock
-        return _CheckedRLock(lock)
-
-    RLock.__wrapped__ = original  # type: ignore[attr-defined]
-    RLock.__doc__ = original.__doc__
-    return RLock
+    return _proxying_factory(original, _CheckedRLock, "RLock")
 
 
 TARGETS = (
