@@ -277,3 +277,19 @@ def check_uninstalled(family: str, call: Callable[[], Any], *modules: str) -> No
         state.observers = saved
     assert seen == []
     assert guard.violations == []
+
+
+def marked_line(path: str, marker: str) -> int:
+    """The number of the line of ``path`` that ends with the comment ``# marker``."""
+    with open(path, encoding="utf-8") as source:
+        for number, line in enumerate(source, 1):
+            if line.rstrip().endswith(f"# {marker}") and "line_of(" not in line:
+                return number
+    raise AssertionError(marker)
+
+
+def raised(call: Callable[[], Any]) -> bl.Violation:
+    """Run ``call`` (on the loop, in raise mode); return the violation it was refused with."""
+    with pytest.raises(bl.BlockingCallError) as info:
+        call()
+    return info.value.violation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +18,7 @@ import requests.sessions
 import urllib3
 import urllib3.connectionpool
 import urllib3.poolmanager
-from helpers import call_on
+from helpers import call_on, marked_line
 
 import blockbuster_lite as bl
 
@@ -69,12 +70,7 @@ def server() -> Iterator[Server]:
         running.close()
 
 
-def line_of(marker: str) -> int:
-    with open(__file__, encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
+line_of = functools.partial(marked_line, __file__)
 
 
 def logged(call: Callable[[], Any]) -> tuple[Any, list[bl.Violation]]:

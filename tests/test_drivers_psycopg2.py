@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,26 +15,15 @@ import psycopg2.extensions
 import psycopg2.extras
 import pytest
 from _services import PostgresInfo
-from helpers import call_on
+from helpers import call_on, marked_line, raised
 
 import blockbuster_lite as bl
 
 ORIGINAL_CONNECT = psycopg2.connect
 
 
-def line_of(marker: str) -> int:
-    with open(__file__, encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
+line_of = functools.partial(marked_line, __file__)
 
-
-def raised(call: Any) -> bl.Violation:
-    """Run ``call`` (on the loop, in raise mode); return the violation it was refused with."""
-    with pytest.raises(bl.BlockingCallError) as info:
-        call()
-    return info.value.violation
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import redis.asyncio
 import redis.client
 import redis.connection
 from _services import RedisInfo
-from helpers import call_on
+from helpers import call_on, marked_line, raised
 
 import blockbuster_lite as bl
 
@@ -26,18 +27,8 @@ CLASSES = (
 )
 
 
-def line_of(marker: str) -> int:
-    with open(__file__, encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
+line_of = functools.partial(marked_line, __file__)
 
-
-def raised(call: Callable[[], Any]) -> bl.Violation:
-    with pytest.raises(bl.BlockingCallError) as info:
-        call()
-    return info.value.violation
 
 
 def logged(call: Callable[[], Any], loop: str = "asyncio") -> tuple[Any, list[bl.Violation]]:

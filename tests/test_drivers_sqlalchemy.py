@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from _services import MySQLInfo, PostgresInfo
-from helpers import call_on
+from helpers import call_on, marked_line
 from sqlalchemy import ForeignKey, String, create_engine, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.base import Connection
@@ -39,12 +40,7 @@ class Address(Base):
     user: Mapped[User] = relationship(back_populates="addresses")
 
 
-def line_of(marker: str) -> int:
-    with open(__file__, encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
+line_of = functools.partial(marked_line, __file__)
 
 
 def logged(call: Callable[[], Any]) -> tuple[Any, list[bl.Violation]]:
