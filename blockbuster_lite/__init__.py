@@ -3,6 +3,9 @@
 ``intercept()`` for tests, ``activate()`` / ``BLOCKBUSTER_LITE_MODE`` for servers,
 ``allow_blocking()`` for the calls you mean to make.
 
+This module is the package's composition root: it re-exports the public API and, by importing
+them, plugs the upper layers (catalogue tables, offload, watchdog, OpenTelemetry) into core.
+
 PYTEST_DONT_REWRITE: with BLOCKBUSTER_LITE_MODE set, the start-up hook imports this package before
 pytest starts; the marker keeps pytest from warning that it cannot rewrite it.
 """
@@ -11,21 +14,25 @@ from __future__ import annotations
 
 import sys as _sys
 
-from ._guard import Guard as Guard
-from ._guard import activate as activate
-from ._guard import activate_from_env as activate_from_env
-from ._guard import allow_blocking as allow_blocking
-from ._guard import deactivate as deactivate
-from ._guard import intercept as intercept
-from ._patching import Target as Target
-from ._patching import patcher as _patcher
-from ._policy import ConfigError as ConfigError
-from ._policy import Mode as Mode
-from ._report import BlockingCallError as BlockingCallError
-from ._report import BlockingCallWarning as BlockingCallWarning
-from ._report import Violation as Violation
-from ._report import apply_warning_options as _apply_warning_options
+from . import offload as _offload  # registers the offload action (its engine loads lazily)
+from . import watchdog as _watchdog  # registers the watchdog
 from .catalogue import all_targets as _all_targets
+from .core.config import ConfigError as ConfigError
+from .core.config import Mode as Mode
+from .core.guard import Guard as Guard
+from .core.guard import activate as activate
+from .core.guard import activate_from_env as activate_from_env
+from .core.guard import allow_blocking as allow_blocking
+from .core.guard import deactivate as deactivate
+from .core.guard import intercept as intercept
+from .core.patcher import patcher as _patcher
+from .core.report import BlockingCallError as BlockingCallError
+from .core.report import BlockingCallWarning as BlockingCallWarning
+from .core.report import Violation as Violation
+from .core.report import apply_warning_options as _apply_warning_options
+from .core.targets import Target as Target
+from .core.version import __version__ as __version__
+from .integrations import otel as _otel  # registers BLOCKBUSTER_LITE_OTEL with activate_from_env
 
 __all__ = (
     "BlockingCallError",
@@ -42,7 +49,6 @@ __all__ = (
     "intercept",
 )
 
-__version__ = "0.1.0"
-
 _patcher.register(_all_targets())
 _apply_warning_options(_sys.warnoptions)
+del _offload, _watchdog, _otel

@@ -26,9 +26,10 @@ import trio
 import uvloop
 
 import blockbuster_lite as bl
-from blockbuster_lite import _guard
-from blockbuster_lite._patching import Target, _static_lookup, patcher
-from blockbuster_lite._state import state
+from blockbuster_lite.core import guard as _guard
+from blockbuster_lite.core.patcher import _static_lookup, patcher
+from blockbuster_lite.core.state import state
+from blockbuster_lite.core.targets import Target
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.routing import Mount, Route
 
 import blockbuster_lite as bl
-from blockbuster_lite._guard import process_guard
-from blockbuster_lite._state import request_context, state
 from blockbuster_lite.asgi import BlockBusterMiddleware, route_stats
+from blockbuster_lite.core.guard import process_guard
+from blockbuster_lite.core.state import request_context, state
 
 SERVERS = [
     pytest.param(("asyncio", "h11"), id="asyncio-h11"),

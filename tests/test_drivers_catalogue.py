@@ -13,9 +13,9 @@ import pytest
 from helpers import call_on, temporary_targets, write_module
 
 import blockbuster_lite as bl
-from blockbuster_lite._patching import Target
 from blockbuster_lite.catalogue import FAMILIES
 from blockbuster_lite.catalogue._describe import http_origin, redis_command, sql_words
+from blockbuster_lite.core.targets import Target
 
 DRIVER_FAMILIES = ("psycopg2", "psycopg", "pymysql", "redis", "sqlalchemy", "http_clients")
 LIBRARIES = (

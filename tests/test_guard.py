@@ -28,16 +28,17 @@ from helpers import (
 )
 
 import blockbuster_lite as bl
-from blockbuster_lite._guard import (
+from blockbuster_lite.core.config import (
     ENV_ALLOW,
     ENV_MODE,
     ENV_SCOPE,
     ENV_WATCHDOG_MS,
-    process_guard,
     settings_from_env,
 )
-from blockbuster_lite._patching import ActivationError, Target, patcher
-from blockbuster_lite._state import exempt, state
+from blockbuster_lite.core.guard import process_guard
+from blockbuster_lite.core.patcher import ActivationError, patcher
+from blockbuster_lite.core.state import exempt, state
+from blockbuster_lite.core.targets import Target
 
 
 def sleep_briefly() -> None:

@@ -17,7 +17,7 @@ import trio
 from helpers import LOOPS, calls, run_on
 
 import blockbuster_lite as bl
-from blockbuster_lite._loop import current_library, current_task_name, on_loop_thread
+from blockbuster_lite.core.loop import current_library, current_task_name, on_loop_thread
 
 LIBRARY = {
     "asyncio": "asyncio",

@@ -29,7 +29,7 @@ import uvloop
 
 import blockbuster_lite as bl
 from blockbuster_lite import offload
-from blockbuster_lite._guard import activate_from_env
+from blockbuster_lite.core.guard import activate_from_env
 
 ORIGINAL_SLEEP = time.sleep
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
@@ -468,9 +468,9 @@ def test_offload_mode_from_every_entry_point() -> None:
 
 
 def test_invalid_capacity_names_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
-    from blockbuster_lite import _pools
+    from blockbuster_lite.offload import settings as _offload_settings
 
-    monkeypatch.setattr(_pools, "_settings", _pools._Settings())
+    monkeypatch.setattr(_offload_settings, "_settings", _offload_settings._Settings())
     monkeypatch.setenv("BLOCKBUSTER_LITE_OFFLOAD_THREADS", "lots")
     with pytest.raises(bl.ConfigError, match="'lots' from BLOCKBUSTER_LITE_OFFLOAD_THREADS"):
         bl.intercept("offload")

@@ -27,8 +27,8 @@ import uvicorn
 from fastapi import FastAPI
 
 import blockbuster_lite as bl
-from blockbuster_lite._guard import process_guard
 from blockbuster_lite.asgi import BlockBusterMiddleware
+from blockbuster_lite.core.guard import process_guard
 
 ORIGINAL_SLEEP = time.sleep
 REQUESTS = 20

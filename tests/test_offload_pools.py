@@ -13,12 +13,13 @@ import anyio.to_thread
 import pytest
 
 import blockbuster_lite as bl
-from blockbuster_lite import _pools, offload
+from blockbuster_lite import offload
+from blockbuster_lite.offload import settings as _offload_settings
 
 
 @pytest.fixture(autouse=True)
 def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(_pools, "_settings", _pools._Settings())
+    monkeypatch.setattr(_offload_settings, "_settings", _offload_settings._Settings())
     for name in (offload.ENV_OFFLOAD_THREADS, offload.ENV_SATURATION_MS):
         monkeypatch.delenv(name, raising=False)
     yield

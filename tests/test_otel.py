@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import blockbuster_lite as bl
-from blockbuster_lite._guard import process_guard
-from blockbuster_lite._state import state
+from blockbuster_lite.core.guard import process_guard
+from blockbuster_lite.core.state import state
 from blockbuster_lite.otel import (
     EVENT_CALL,
     EVENT_STALL,

@@ -18,7 +18,7 @@ import pytest
 from helpers import call_on, calls, write_module
 
 import blockbuster_lite as bl
-from blockbuster_lite._policy import AllowRule, parse_allow, parse_mode, parse_scope
+from blockbuster_lite.core.config import AllowRule, parse_allow, parse_mode, parse_scope
 
 HERE = os.path.relpath(__file__)
 FILENAME = os.path.basename(__file__)

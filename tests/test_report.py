@@ -20,9 +20,9 @@ import pytest
 from helpers import call_on, calls, temporary_targets
 
 import blockbuster_lite as bl
-from blockbuster_lite._hotpath import _failures_logged
-from blockbuster_lite._patching import Target
-from blockbuster_lite._state import reentrant, request_context, state
+from blockbuster_lite.core.actions import _failures_logged
+from blockbuster_lite.core.state import reentrant, request_context, state
+from blockbuster_lite.core.targets import Target
 
 HERE = os.path.relpath(__file__)
 SLEEP_ADVICE = (

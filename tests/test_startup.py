@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blockbuster_lite._policy import ConfigError, Mode
-from blockbuster_lite._report import Violation
-from blockbuster_lite._startup import parse_flag
-from blockbuster_lite._summary import Summary
+from blockbuster_lite.core.config import ConfigError, Mode
+from blockbuster_lite.core.report import Violation
+from blockbuster_lite.integrations.startup import parse_flag
+from blockbuster_lite.integrations.summary import Summary
 
 ENV_PREFIX = "BLOCKBUSTER_LITE_"
 
@@ -114,7 +114,7 @@ def test_importing_the_middleware_begins_the_grace_and_end_startup_ends_it(
     result = run_python(tmp_path, """
         import asyncio, time
         import blockbuster_lite.asgi
-        from blockbuster_lite._startup import end_startup, in_startup
+        from blockbuster_lite.integrations.startup import end_startup, in_startup
 
         async def main():
             print("in start-up:", in_startup())

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 import blockbuster_lite as bl
-from blockbuster_lite._stats import (
+from blockbuster_lite.core.stats import (
     RESERVOIR_SIZE,
     SiteStats,
     StatsCollector,

@@ -35,9 +35,9 @@ from fastapi import FastAPI
 from helpers import run_on
 
 import blockbuster_lite as bl
-from blockbuster_lite._pools import PoolStatistics, pool_statistics
-from blockbuster_lite._state import state
-from blockbuster_lite._watchdog import PYTHON_CODE, watched_loops
+from blockbuster_lite.core.state import state
+from blockbuster_lite.offload.pools import PoolStatistics, pool_statistics
+from blockbuster_lite.watchdog import PYTHON_CODE, watched_loops
 
 LOOPS = ("asyncio", "uvloop", "trio")
 ORIGINAL_SLEEP = time.sleep

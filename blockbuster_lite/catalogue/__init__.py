@@ -6,7 +6,7 @@ imported yet is patched when (if ever) it is imported.
 
 from __future__ import annotations
 
-from .._patching import Target
+from ..core.targets import Target
 from . import (
     builtins,
     files,

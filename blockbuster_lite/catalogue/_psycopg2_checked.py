@@ -13,8 +13,8 @@ from typing import Any
 
 import wrapt
 
-from .._hotpath import make_handler
-from .._patching import Predicate, Target
+from ..core.hotpath import make_handler
+from ..core.targets import Predicate, Target
 from ._describe import described_by, first_statement
 
 ext: Any = importlib.import_module("psycopg2.extensions")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .._hotpath import make_method
-from .._patching import Target
+from ..core.hotpath import make_method
+from ..core.targets import Target
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")

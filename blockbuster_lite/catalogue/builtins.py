@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._patching import Target
+from ..core.targets import Target
 
 ADVICE = "read input before starting the loop, or offload with await anyio.to_thread.run_sync(input)"
 

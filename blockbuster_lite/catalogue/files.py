@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 from ._predicates import _MISSING, argument, blocking_fd, first_fd_blocks
 
 ADVICE = (

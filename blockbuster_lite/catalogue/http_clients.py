@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 from ._describe import http_origin, with_detail
 from ._predicates import argument
 

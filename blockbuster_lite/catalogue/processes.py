@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 from ._predicates import argument, waits
 
 ADVICE = (

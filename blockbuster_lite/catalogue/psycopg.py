@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 from ._describe import described_by, first_statement
 from ._predicates import argument
 

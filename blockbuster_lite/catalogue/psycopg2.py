@@ -33,8 +33,8 @@ from typing import Any
 
 import wrapt
 
-from .._hotpath import make_handler
-from .._patching import Target
+from ..core.hotpath import make_handler
+from ..core.targets import Target
 
 ADVICE = (
     "use psycopg's AsyncConnection or asyncpg, or offload with await anyio.to_thread.run_sync(...)"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 from ._describe import redis_command, with_detail
 from ._predicates import argument, waits
 

@@ -7,7 +7,7 @@ literals need no resolver and are not flagged.
 
 from __future__ import annotations
 
-from .._patching import Target
+from ..core.targets import Target
 from ._predicates import always, blocking_socket, resolves_name
 
 SOCKET_ADVICE = (

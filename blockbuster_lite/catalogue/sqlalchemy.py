@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .._patching import Predicate, Target
+from ..core.targets import Predicate, Target
 from ._describe import sql_words, with_detail
 from ._predicates import argument
 

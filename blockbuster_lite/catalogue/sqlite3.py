@@ -13,8 +13,8 @@ from typing import Any
 
 import wrapt
 
-from .._hotpath import make_handler
-from .._patching import Target
+from ..core.hotpath import make_handler
+from ..core.targets import Target
 
 ADVICE = "use aiosqlite, or offload with await anyio.to_thread.run_sync(...)"
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .._hotpath import make_handler
-from .._patching import Target
+from ..core.hotpath import make_handler
+from ..core.targets import Target
 from ._predicates import argument, waits
 
 ADVICE = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._patching import Target
+from ..core.targets import Target
 
 ADVICE = "use await asyncio.sleep() / anyio.sleep(), or offload with await anyio.to_thread.run_sync(...)"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -12,11 +11,21 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from ._patching import patcher
-from ._policy import AllowRule, ConfigError, Mode, parse_allow, parse_mode, parse_scope
-from ._report import Violation, logger
-from ._state import exempt, state
-from ._stats import SiteStats, StatsCollector
+from .config import (
+    ENV_MODE,
+    AllowRule,
+    ConfigError,
+    Mode,
+    parse_allow,
+    parse_mode,
+    parse_scope,
+    settings_from_env,
+)
+from .extensions import extensions
+from .patcher import patcher
+from .report import Violation, logger
+from .state import exempt, state
+from .stats import SiteStats, StatsCollector
 
 __all__ = [
     "Guard",
@@ -64,8 +73,6 @@ class Guard:
                 raise ConfigError(f"invalid watchdog {watchdog!r} from {source}: must be > 0")
         self.watchdog = float(watchdog) if watchdog is not None else None
         if self.mode is Mode.OFFLOAD:
-            from ._offload import require_offload
-
             require_offload(source)
         self._source = source
         self._max = max_violations
@@ -144,8 +151,12 @@ class Guard:
             state.guards = (*state.guards, self)
         if self.watchdog is not None:
             try:
-                from ._watchdog import start_watchdog
-
+                start_watchdog = extensions.start_watchdog
+                if start_watchdog is None:
+                    raise ConfigError(
+                        f"watchdog={self.watchdog!r} from {self._source}: the watchdog is not "
+                        "loaded (import blockbuster_lite.watchdog)"
+                    )
                 self._watchdog_handle = start_watchdog(self, self.watchdog)
             except Exception:
                 self.stop()
@@ -178,9 +189,9 @@ class Guard:
         self.start()
         if self.mode is Mode.OFFLOAD:  # the entering task gets a portal: its calls can move
             try:
-                from ._offload import ensure_portal
-
-                await ensure_portal()
+                offload = extensions.offload
+                if offload is not None:
+                    await offload.ensure_portal()
             except BaseException:
                 self.stop()
                 raise
@@ -285,56 +296,28 @@ def process_guard() -> Guard | None:
     return _process_guard
 
 
-ENV_MODE = "BLOCKBUSTER_LITE_MODE"
-ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
-ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
-ENV_WATCHDOG_MS = "BLOCKBUSTER_LITE_WATCHDOG_MS"
-
-
-def parse_watchdog_ms(value: str, source: str) -> float | None:
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        milliseconds = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"invalid watchdog threshold {value!r} from {source}: expected milliseconds"
-        ) from None
-    if not milliseconds > 0:
-        raise ConfigError(f"invalid watchdog threshold {value!r} from {source}: must be > 0")
-    return milliseconds / 1000
-
-
-def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """The settings the BLOCKBUSTER_LITE_* variables ask for, validated; None when unset/off."""
-    env = os.environ if environ is None else environ
-    raw_mode = env.get(ENV_MODE, "").strip()
-    if not raw_mode:
-        return None
-    mode = parse_mode(raw_mode, ENV_MODE)
-    settings: dict[str, Any] = {
-        "mode": mode,
-        "allow": [rule.text for rule in parse_allow(env.get(ENV_ALLOW, ""), ENV_ALLOW)],
-        "scope": parse_scope(env.get(ENV_SCOPE) or None, ENV_SCOPE),
-        "watchdog": parse_watchdog_ms(env.get(ENV_WATCHDOG_MS, ""), ENV_WATCHDOG_MS),
-    }
-    if mode is Mode.OFF:
-        return None
-    return settings
-
-
 def activate_from_env(environ: Mapping[str, str] | None = None) -> Guard | None:
     """Activate process-wide as the BLOCKBUSTER_LITE_* variables say; None when unset or off."""
     settings = settings_from_env(environ)
     if settings is None:
         return None
-    from .otel import enable_from_env, otel_from_env
-
-    telemetry = otel_from_env(environ)  # BLOCKBUSTER_LITE_OTEL, validated before activating
+    # each hook (OpenTelemetry: BLOCKBUSTER_LITE_OTEL) validates its variables before activating
+    enablers = [hook(environ) for hook in extensions.env_hooks]
     guard = activate(**settings, source=ENV_MODE)
-    enable_from_env(telemetry)
+    for enable in enablers:
+        enable()
     return guard
+
+
+def require_offload(source: str) -> None:
+    """Raise ``ConfigError`` naming ``source`` when offload mode cannot run in this process."""
+    offload = extensions.offload
+    if offload is None:
+        raise ConfigError(
+            f"mode 'offload' from {source}: offload support is not loaded "
+            "(import blockbuster_lite.offload)"
+        )
+    offload.require(source)
 
 
 class allow_blocking:

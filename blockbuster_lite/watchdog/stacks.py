@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
-from ._policy import INTERNAL, LIBRARY, USER, CodeInfo
-from ._state import exempt, request_context, state
+from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo
+from ..core.state import exempt, request_context, state
 
 __all__ = [
     "DISPATCH",

@@ -1,44 +1,34 @@
-"""The wrapper every patched call goes through, and what happens on the loop thread.
+"""The wrapper every patched call goes through: ask, decide, hand to an action.
 
-Off the loop the wrapper answers one question and calls through; everything else (predicate,
-frame walk, report) happens only for calls made on a thread that drives an event loop.
+Off the loop the wrapper answers one question (``_get_running_loop()``, or trio's run context)
+and calls through. On the loop: the target's predicate (can this call block at all?), then the
+policy's decision (where was it made: user code, machinery, an allowed module, out of scope?),
+then ``actions.act`` by the innermost guard's mode. Data flows one way from here: nothing in
+``actions`` or below calls back into this module.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import sys
-import time
 from asyncio import _get_running_loop
 from collections.abc import Callable
-from dataclasses import replace
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from ._loop import current_task_name, trio_state
-from ._policy import Mode, Site, locate
-from ._report import (
-    BlockingCallError,
-    BlockingCallWarning,
-    Violation,
-    current_thread_name,
-    format_message,
-    logger,
-    render_stack,
-    warn_violation,
-)
-from ._state import exempt, reentrant, request_context, state
+from .actions import act, log_failure
+from .config import Mode
+from .loop import trio_state
+from .policy import Site, locate
+from .state import exempt, reentrant, state
 
 if TYPE_CHECKING:
-    from ._guard import Guard
-    from ._patching import Target
+    from .targets import Target
 
 __all__ = ["checked_call", "make_handler", "make_method"]
 
 Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
-_failures_logged: set[tuple[str, type[BaseException]]] = set()
 # Reading an Enum member through its class costs ~100 ns on Python 3.11; the hot path uses this.
 _OFF = Mode.OFF
 
@@ -144,7 +134,7 @@ def checked_call(
         if blocking:
             site = locate(sys._getframe(1), guard.allow, guard.scope)
     except Exception as exc:  # a bug in a predicate never reaches the user's program
-        _log_failure(target.call, exc)
+        log_failure(target.call, exc)
         blocking = False
     if not blocking:
         return wrapped(*args, **kwargs)
@@ -154,135 +144,4 @@ def checked_call(
             return wrapped(*args, **kwargs)
         finally:
             reentrant.reset(token)
-    return _act(guard, target, site, wrapped, instance, args, kwargs)
-
-
-def _act(
-    guard: Guard,
-    target: Target,
-    site: Site,
-    wrapped: Any,
-    instance: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    mode = guard.effective_mode()
-    advice = target.advice
-    call = _call_name(target, instance, args, kwargs)
-    if mode is Mode.OFFLOAD:
-        from ._offload import try_offload
-
-        offloaded, result, reason = try_offload(
-            guard, target, site, wrapped, args, kwargs, call=call
-        )
-        if offloaded:
-            return result
-        mode = Mode.WARN
-        advice = f"could not offload: {reason}; {advice}"
-    try:
-        violation = _build(target, site, mode, advice, call)
-    except Exception as exc:
-        _log_failure(target.call, exc)
-        return wrapped(*args, **kwargs)
-    if mode is Mode.RAISE:
-        record(violation)
-        if guard.first_report(violation):
-            logger.warning("%s", format_message(violation))
-        raise BlockingCallError(violation)
-    if mode is Mode.WARN and guard.first_report(violation):
-        _warn(violation, site)
-    token = reentrant.set(True)
-    start = time.perf_counter()
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        duration = time.perf_counter() - start
-        reentrant.reset(token)
-        _after_call(violation, mode, duration)
-
-
-def _after_call(violation: Violation, mode: Mode, duration: float) -> None:
-    try:
-        violation = replace(violation, duration_s=duration)
-        record(violation)
-        if mode is Mode.LOG:
-            logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
-    except Exception as exc:
-        _log_failure(violation.call, exc)
-
-
-def _call_name(
-    target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    describe = target.describe
-    if describe is None:
-        return target.call
-    try:
-        return describe(instance, args, kwargs)
-    except Exception as exc:
-        _log_failure(f"describe {target.call}", exc)
-        return target.call
-
-
-def _build(
-    target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
-) -> Violation:
-    context = request_context.get()
-    return Violation(
-        call=call or target.call,
-        filename=site.info.filename,
-        lineno=site.frame.f_lineno,
-        function=site.info.qualname,
-        stack=render_stack(site.frame),
-        action=mode,
-        thread_name=current_thread_name(),
-        task_name=current_task_name(),
-        context=dict(context) if context else {},
-        advice=advice,
-    )
-
-
-def _warn(violation: Violation, site: Site) -> None:
-    token = reentrant.set(True)
-    try:
-        warn_violation(violation, site.info.module)
-    except BlockingCallWarning:
-        raise  # -W error::BlockingCallWarning: the user asked for an exception
-    except Exception as exc:
-        _log_failure("the warning", exc)
-    finally:
-        reentrant.reset(token)
-
-
-def record(violation: Violation) -> None:
-    """Add a violation to every active guard and tell the observers."""
-    token = reentrant.set(True)
-    try:
-        for guard in state.guards:
-            guard._record(violation)
-        for observer in state.observers:
-            try:
-                observer(violation)
-            except Exception as exc:
-                _log_failure(f"observer {observer!r}", exc)
-    finally:
-        reentrant.reset(token)
-
-
-def _log_failure(what: str, exc: BaseException) -> None:
-    key = (what, type(exc))
-    if key in _failures_logged:
-        return
-    _failures_logged.add(key)
-    token = reentrant.set(True)
-    try:
-        logger.log(
-            logging.ERROR,
-            "blockbuster_lite: internal error while checking %s; the call proceeded unchecked",
-            what,
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-    except Exception:
-        pass
-    finally:
-        reentrant.reset(token)
+    return act(guard, target, site, wrapped, instance, args, kwargs)

@@ -7,8 +7,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._guard import Guard
-    from ._report import Violation
+    from .guard import Guard
+    from .report import Violation
 
 __all__ = ["exempt", "reentrant", "request_context", "state"]
 

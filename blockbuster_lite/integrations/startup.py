@@ -33,9 +33,9 @@ from typing import Any
 
 import wrapt
 
-from ._guard import Guard, activate_from_env, process_guard
-from ._policy import ConfigError, Mode
-from ._report import logger
+from ..core.config import ConfigError, Mode
+from ..core.guard import Guard, activate_from_env, process_guard
+from ..core.report import logger
 
 __all__ = [
     "ENV_STRICT_STARTUP",
@@ -53,7 +53,7 @@ ENV_SUMMARY = "BLOCKBUSTER_LITE_SUMMARY"
 #: imported and its lifespan start-up is done). Importing the module begins the grace.
 SERVER_STARTUPS: tuple[tuple[str, str, str], ...] = (("uvicorn.server", "Server", "startup"),)
 #: Importing the ASGI middleware also begins the grace; it calls end_startup() itself.
-MIDDLEWARE_MODULE = "blockbuster_lite.asgi"
+MIDDLEWARE_MODULE = "blockbuster_lite.integrations.asgi"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -102,7 +102,7 @@ def _activate(environ: Mapping[str, str]) -> Guard | None:
     if guard is None:
         return None
     if summary:
-        from ._summary import install_summary
+        from .summary import install_summary
 
         install_summary()
     if guard.mode is Mode.RAISE and not strict:

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import wrapt
 
-from ._state import state
-from ._stats import SiteStats, StatsCollector, format_stats
+from ..core.state import state
+from ..core.stats import SiteStats, StatsCollector, format_stats
 
 __all__ = ["Summary", "install_summary"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from ._policy import Mode
+from .config import Mode
 
 __all__ = [
     "BlockingCallError",
@@ -107,7 +107,7 @@ class BlockingCallWarning(RuntimeWarning):
 
 
 _WARNING_NAMES = frozenset(
-    {"blockbuster_lite.BlockingCallWarning", "blockbuster_lite._report.BlockingCallWarning"}
+    {"blockbuster_lite.BlockingCallWarning", "blockbuster_lite.core.report.BlockingCallWarning"}
 )
 _ACTIONS = ("default", "error", "ignore", "always", "module", "once")
 

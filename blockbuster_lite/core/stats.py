@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._report import Violation, display_path
+from .report import Violation, display_path
 
 __all__ = ["RESERVOIR_SIZE", "SiteStats", "StatsCollector", "format_stats", "percentile"]
 

@@ -1,4 +1,4 @@
-"""Modes, allow rules, scope, and the per-call decision about *where* a call came from.
+"""The per-call decision about *where* a call came from: user code, a library, machinery.
 
 The decision walks the caller's frames, but every frame is classified once per code object and
 cached, so a call site seen before costs one dictionary lookup per frame and never re-reads
@@ -7,136 +7,22 @@ filenames or module names.
 
 from __future__ import annotations
 
-import enum
 import os
 import sysconfig
-from collections.abc import Iterable
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
-__all__ = [
-    "AllowRule",
-    "ConfigError",
-    "Mode",
-    "Site",
-    "locate",
-    "parse_allow",
-    "parse_mode",
-    "parse_scope",
-]
+from .config import AllowRule
 
-
-class ConfigError(ValueError):
-    """A setting was invalid; the message names the value and where it came from."""
-
-
-class Mode(str, enum.Enum):
-    """What a guard does with a blocking call made on the event-loop thread."""
-
-    OFF = "off"
-    LOG = "log"
-    WARN = "warn"
-    RAISE = "raise"
-    OFFLOAD = "offload"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def parse_mode(value: Mode | str, source: str = "argument 'mode'") -> Mode:
-    """Return the Mode for ``value``; reject anything else with a message naming ``source``."""
-    if isinstance(value, Mode):
-        return value
-    if isinstance(value, str):
-        try:
-            return Mode(value.strip().lower())
-        except ValueError:
-            pass
-    choices = ", ".join(mode.value for mode in Mode)
-    raise ConfigError(f"invalid mode {value!r} from {source} (expected one of: {choices})")
-
-
-@dataclass(frozen=True)
-class AllowRule:
-    """One allow rule: ``package.module``, ``path/file.py`` or ``path/file.py:function``."""
-
-    text: str
-    module: str | None = None
-    path: str | None = None
-    function: str | None = None
-
-    def matches(self, module: str, filename: str, qualname: str) -> bool:
-        if self.module is not None:
-            return module == self.module or module.startswith(self.module + ".")
-        assert self.path is not None
-        if not (filename == self.path or filename.endswith("/" + self.path)):
-            return False
-        if self.function is None:
-            return True
-        return qualname == self.function or qualname.rsplit(".", 1)[-1] == self.function
-
-
-def _parse_rule(text: object, source: str) -> AllowRule:
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"invalid allow rule {text!r} from {source}: expected a non-empty string")
-    rule = text.strip()
-    path, sep, function = rule.partition(":")
-    if sep and (not function.replace(".", "").replace("_", "a").isalnum() or not path):
-        raise ConfigError(
-            f"invalid allow rule {text!r} from {source}: expected 'path/file.py:function'"
-        )
-    if path.endswith(".py") or "/" in path or os.sep in path:
-        if not path.endswith(".py"):
-            raise ConfigError(
-                f"invalid allow rule {text!r} from {source}: a path rule must name a .py file"
-            )
-        return AllowRule(rule, path=path.replace(os.sep, "/"), function=function or None)
-    if sep:
-        raise ConfigError(
-            f"invalid allow rule {text!r} from {source}: ':function' needs a path/file.py before it"
-        )
-    if not all(part.isidentifier() for part in path.split(".")):
-        raise ConfigError(
-            f"invalid allow rule {text!r} from {source}: expected a module name "
-            "('pkg.module'), a file ('path/file.py') or 'path/file.py:function'"
-        )
-    return AllowRule(rule, module=path)
-
-
-def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") -> tuple[AllowRule, ...]:
-    """Parse allow rules given as an iterable or a comma-separated string."""
-    if isinstance(rules, str):
-        items: list[object] = [part for part in rules.split(",") if part.strip()]
-    else:
-        try:
-            items = list(rules)
-        except TypeError:
-            raise ConfigError(
-                f"invalid allow rules {rules!r} from {source}: expected a list of strings"
-            ) from None
-    return tuple(_parse_rule(item, source) for item in items)
-
-
-def parse_scope(
-    scope: Iterable[str] | str | None, source: str = "argument 'scope'"
-) -> tuple[str, ...] | None:
-    """Parse a scope (packages whose calls are checked); None means everything."""
-    if scope is None:
-        return None
-    items = scope.split(",") if isinstance(scope, str) else list(scope)
-    result = []
-    for item in items:
-        if not isinstance(item, str) or not all(p.isidentifier() for p in item.strip().split(".")):
-            raise ConfigError(f"invalid scope entry {item!r} from {source}: expected a package name")
-        result.append(item.strip())
-    return tuple(result) or None
+__all__ = ["CodeInfo", "Site", "code_info", "locate"]
 
 
 # --- frame classification -------------------------------------------------------------------
 
 USER, LIBRARY, STDLIB, INTERNAL = 0, 1, 2, 3
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# the package root (this file is in core/): every module of blockbuster_lite is INTERNAL
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _STDLIB_DIRS = tuple(
     {
         os.path.realpath(p) + os.sep

@@ -15,40 +15,18 @@ import sys
 import threading
 import types
 from asyncio import _get_running_loop
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
-from ._hotpath import make_handler, make_method
-from ._loop import note_trio_imported, on_loop_thread, trio_state
-from ._report import DEFAULT_ADVICE, logger
+from .hotpath import make_handler, make_method
+from .loop import note_trio_imported, on_loop_thread, trio_state
+from .report import logger
+from .targets import Predicate, Target
 
 __all__ = ["Predicate", "Target", "patcher"]
-
-#: ``(instance, args, kwargs) -> True`` when the call would really block.
-Predicate = Callable[[Any, tuple[Any, ...], dict[str, Any]], bool]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One patched callable."""
-
-    module: str
-    path: str
-    call: str
-    predicate: Predicate | None = None
-    advice: str = DEFAULT_ADVICE
-    offload: bool = True  # safe to run in a worker thread in offload mode
-    #: Builds a replacement from the original instead of a FunctionWrapper (C types, factories).
-    replace: Callable[[Any], Any] | None = None
-    #: ``(instance, args, kwargs) -> str``: the call's name in a report, when it depends on the
-    #: arguments (``psycopg2.cursor.execute(SELECT id FROM ...)``); run only to build a violation.
-    describe: Callable[[Any, tuple[Any, ...], dict[str, Any]], str] | None = None
-    #: The method takes no keyword arguments (C methods whose signature Python cannot read).
-    positional_only: bool = False
-
 
 @dataclass
 class _Applied:

@@ -1,0 +1,130 @@
+"""One offloaded call: it runs in the offload pool in a copy of the task's context, while the task
+waits through its portal; the context variables it set are copied back into the task.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from ..core.report import logger
+from ..core.state import exempt, reentrant
+from .pools import LoopPools, ensure_pool_monitor
+from .portal import greenback as greenback
+
+__all__ = ("run_offloaded",)
+
+T = TypeVar("T")
+
+
+def _private_vars() -> frozenset[contextvars.ContextVar[Any]]:
+    names: list[contextvars.ContextVar[Any]] = [reentrant, exempt]
+    try:
+        import sniffio
+
+        names.append(sniffio.current_async_library_cvar)
+    except ImportError:
+        pass
+    return frozenset(names)
+
+
+_PRIVATE_VARS = _private_vars()
+_MISSING = object()
+
+
+def _leave_async_library() -> None:
+    # The worker is no async context: sniffio (and the libraries asking it) must not say it is.
+    try:
+        import sniffio
+
+        sniffio.current_async_library_cvar.set(None)
+    except ImportError:
+        pass
+
+
+class _Job:
+    """One call to run in the offload pool, in its own copy of the caller's context."""
+
+    __slots__ = ("args", "call", "context", "files", "finished", "kwargs")
+
+    def __init__(
+        self,
+        context: contextvars.Context,
+        call: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        files: bool,
+    ) -> None:
+        self.files = files
+        self.context = context
+        self.call = call
+        self.args = args
+        self.kwargs = kwargs
+        self.finished = False
+
+    async def run(self) -> Any:
+        pools: LoopPools | None = None
+        limiter = None
+        try:
+            pools = ensure_pool_monitor()
+            pools.sync_capacity()
+            limiter = pools.file_limiter if self.files else pools.offload_limiter
+        except Exception:  # a bug of ours must not fail the user's call: anyio's pool then
+            logger.exception("blockbuster_lite: offload pool unavailable; using anyio's")
+        submitted = time.perf_counter()
+
+        def in_worker() -> Any:
+            try:
+                if pools is not None:
+                    pools.note_wait(time.perf_counter() - submitted)
+            except Exception:
+                logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
+            try:
+                return self.context.run(self.call, *self.args, **self.kwargs)
+            finally:
+                self.finished = True
+
+        return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
+
+
+def run_offloaded(
+    call: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    files: bool = False,
+) -> T:
+    """Run ``call(*args, **kwargs)`` in the offload pool; the current task (with a portal) waits.
+
+    ``files=True``: in the pool's bulk file I/O lane.
+    """
+    assert greenback is not None
+    before = contextvars.copy_context()
+    work = before.copy()
+    work.run(_leave_async_library)
+    job = _Job(work, call, args, kwargs, files)
+    # The pool machinery runs on the loop in this task; nothing it calls is the user's doing.
+    token = reentrant.set(True)
+    try:
+        return cast(T, greenback.await_(job.run()))
+    finally:
+        reentrant.reset(token)
+        if job.finished:
+            _bring_back(before, work)
+
+
+def _bring_back(before: contextvars.Context, work: contextvars.Context) -> None:
+    """Set in the task the context variables the call changed in the worker."""
+    try:
+        for var, value in work.items():
+            if var not in _PRIVATE_VARS and before.get(var, _MISSING) is not value:
+                var.set(value)
+    except Exception:
+        logger.exception("blockbuster_lite: could not copy context variables back from a worker")
+
+
