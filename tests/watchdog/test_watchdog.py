@@ -223,7 +223,7 @@ def test_raise_mode_warns_a_stall_it_cannot_undo() -> None:
 def test_allow_blocking_and_allow_rules_silence_stalls() -> None:
     async def main() -> bl.Guard:
         with bl.intercept(
-            "warn", watchdog=0.1, allow=["tests/test_watchdog.py:prebound_block"]
+            "warn", watchdog=0.1, allow=["tests/watchdog/test_watchdog.py:prebound_block"]
         ) as guard:
             await asyncio.sleep(0.05)
             with bl.allow_blocking():

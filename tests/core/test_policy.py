@@ -160,9 +160,9 @@ def test_allow_rule_matching() -> None:
     "rule",
     [
         FILENAME,
-        f"tests/{FILENAME}",
+        f"tests/core/{FILENAME}",
         f"{FILENAME}:nap",
-        f"tests/{FILENAME}:nap",
+        f"core/{FILENAME}:nap",
         f"{FILENAME}:call_nap",  # an outer frame of the stack matches too
         "test_policy",  # the module name
     ],

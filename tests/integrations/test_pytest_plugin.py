@@ -9,7 +9,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pytest_project"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pytest_project"
 
 INI = """
 [pytest]

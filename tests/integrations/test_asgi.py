@@ -120,7 +120,7 @@ def test_raise_mode_answers_500_naming_call_site_and_route(
     body = response.json()
     assert body["error"] == "blocking call"
     assert body["call"] == "time.sleep"
-    assert body["site"] == f"tests/test_asgi.py:{SLEEP_LINE}"
+    assert body["site"] == f"tests/integrations/test_asgi.py:{SLEEP_LINE}"
     assert body["function"].endswith("read_item")
     assert body["route"] == "/items/{item_id}"
     assert (body["method"], body["path"]) == ("GET", "/items/7")
@@ -131,7 +131,7 @@ def test_raise_mode_answers_500_naming_call_site_and_route(
     assert violation.context == {"method": "GET", "path": "/items/7", "route": "/items/{item_id}"}
     errors = [r for r in caplog.records if r.name == "blockbuster_lite.asgi"]
     assert [r.levelno for r in errors] == [logging.ERROR]
-    assert f"tests/test_asgi.py:{SLEEP_LINE}" in errors[0].getMessage()
+    assert f"tests/integrations/test_asgi.py:{SLEEP_LINE}" in errors[0].getMessage()
     assert "GET /items/{item_id}" in errors[0].getMessage()
     assert route_stats() == {"/items/{item_id}": {"time.sleep": 1}}
 
