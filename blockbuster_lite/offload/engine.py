@@ -67,8 +67,8 @@ from .portal import greenback as greenback
 from .worker import run_offloaded
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
     from ..core.policy import Site
+    from ..core.state import ActiveGuard
     from ..core.targets import Target
 
 __all__ = (
@@ -97,7 +97,7 @@ def never_offloaded(call: str) -> str:
 
 
 def try_offload(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     wrapped: Any,
@@ -137,7 +137,7 @@ def try_offload(
 
 
 def _acquire_cooperatively(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     wrapped: Any,
