@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core.hotpath import make_method
 from ..core.targets import Target
+from ..core.transparent import reduce_as, type_name
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
@@ -29,11 +30,19 @@ def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
     method = make_method(target, original)
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
+    method.__module__ = cls.__module__
     return method
 
 
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
-    cls = type(base.__name__, (base,), {"__module__": base.__module__})
+    """A subclass of ``base`` with checked methods, that copies and pickles as ``base`` does."""
+    base_name = type_name(base, (sqlite3.Connection, sqlite3.Cursor))
+
+    def __reduce_ex__(self: Any, protocol: Any) -> Any:
+        return reduce_as(self, protocol, cls, base, base_name)
+
+    namespace = {"__module__": base.__module__, "__reduce_ex__": __reduce_ex__}
+    cls = type(base.__name__, (base,), namespace)
     for name in names:
         target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
         setattr(cls, name, _checked(cls, kind, name, target))

@@ -24,7 +24,9 @@ import sys
 from typing import Any
 
 from ..core.hotpath import make_handler
+from ..core.state import state
 from ..core.targets import Target
+from ..core.transparent import Wrapper
 from ._predicates import argument, waits
 
 ADVICE = (
@@ -106,6 +108,16 @@ class _CheckedLock:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lock, name)
 
+    # copy, pickle and repr as the lock itself: refusing with its TypeError, naming its type
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self._lock.__reduce_ex__(protocol)
+
+    def __reduce__(self) -> Any:
+        return self._lock.__reduce__()
+
+    def __getstate__(self) -> Any:
+        return self._lock.__getstate__()
+
     # isinstance(lock, type(threading.Lock())) stays true, and so does trio's check that its
     # RLock is _thread's signal-safe one (trio may be imported, and build locks, while active).
     @property  # type: ignore[misc]
@@ -113,7 +125,7 @@ class _CheckedLock:
         return type(self._lock)
 
     def __repr__(self) -> str:
-        return f"<checked {repr(self._lock)[1:]}"
+        return repr(self._lock)
 
 
 class _CheckedRLock(_CheckedLock):
@@ -134,18 +146,20 @@ _RAW_LOCK_MODULES = frozenset({"threading", "queue", "logging", "logging.handler
 
 
 def _proxying_factory(original: Any, proxy: type[_CheckedLock], name: str) -> Any:
-    """A replacement for ``threading.Lock``/``RLock`` that returns checked proxies."""
+    """A replacement for ``threading.Lock``/``RLock`` that returns checked proxies.
 
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        lock = original(*args, **kwargs)
-        if sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
+    A wrapper, so that it has the original's name, module and signature (``allocate_lock`` of
+    ``_thread`` for ``threading.Lock``) and pickles as the original does. Left behind after the
+    last guard stopped (a mock restored it), it makes raw locks.
+    """
+
+    def factory(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        lock = wrapped(*args, **kwargs)
+        if not state.guards or sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
             return lock
         return proxy(lock)
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__wrapped__ = original  # type: ignore[attr-defined]
-    factory.__doc__ = original.__doc__
-    return factory
+    return Wrapper(original, factory, None, ("threading", name))
 
 
 def _lock_factory(original: Any) -> Any:

@@ -25,6 +25,7 @@ from .hotpath import make_handler, make_method
 from .loop import note_trio_imported, on_loop_thread, trio_state
 from .report import logger
 from .targets import Predicate, Target
+from .transparent import Wrapper
 
 __all__ = ["Predicate", "Target", "patcher"]
 
@@ -52,18 +53,22 @@ def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
     Module-level functions become ``wrapt.FunctionWrapper``s whose ``enabled`` is asyncio's C
     ``_get_running_loop``: off the loop wrapt calls the original from C, with no Python frame.
     Once trio is imported they are rebuilt with ``on_loop_thread``, which also sees trio runs.
-    Methods on classes become plain functions (see ``make_method``).
+    Methods on classes become plain functions (see ``make_method``), named after where they are
+    installed so that pickle finds them there (``socket.socket.send``).
     """
     if target.replace is not None:
         return target.replace(original), False
     if isinstance(owner, type) and isinstance(original, _PLAIN_METHODS):
-        return functools.update_wrapper(make_method(target, original), original), False
+        method = functools.update_wrapper(make_method(target, original), original)
+        method.__module__, method.__qualname__ = target.module, target.path
+        return method, False
     if trio_state.run_context is None:
         enabled: Any = _get_running_loop
         asyncio_only = True
     else:
         enabled, asyncio_only = on_loop_thread, False
-    return wrapt.FunctionWrapper(original, make_handler(target), enabled=enabled), asyncio_only
+    location = (target.module, target.path)
+    return Wrapper(original, make_handler(target), enabled, location), asyncio_only
 
 
 def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
