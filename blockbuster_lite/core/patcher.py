@@ -40,6 +40,9 @@ class _Applied:
     asyncio_only: bool = False  # a wrapt wrapper enabled by asyncio's running loop alone
 
 
+_MISSING = object()
+
+
 class ActivationError(RuntimeError):
     """A target could not be patched; everything patched in that attempt was rolled back."""
 
@@ -82,8 +85,13 @@ def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
     raise AttributeError(name)
 
 
-def _resolve(module: Any, target: Target) -> _Applied | None:
-    """Find the target's owner and original, and build its replacement (None: no such name)."""
+def _resolve(module: Any, target: Target, ours: dict[int, _Applied]) -> _Applied | None:
+    """Find the target's owner and original, and build its replacement (None: no such name).
+
+    Finding one of our own replacements there (left behind: a mock started while we were active
+    put it back after the last guard stopped), we take its original, never wrap it again, and
+    reuse it when it still fits.
+    """
     *parents, name = target.path.split(".")
     owner = module
     try:
@@ -93,6 +101,17 @@ def _resolve(module: Any, target: Target) -> _Applied | None:
     except AttributeError:
         logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
         return None
+    previous = ours.get(id(original))
+    if previous is not None and previous.replacement is original:
+        if previous.owner is owner:
+            had_own = previous.had_own
+        if previous.target is target and not (
+            previous.asyncio_only and trio_state.run_context is not None
+        ):
+            return _Applied(
+                target, owner, name, had_own, previous.original, original, previous.asyncio_only
+            )
+        original = previous.original
     replacement, asyncio_only = _build(target, owner, original)
     return _Applied(target, owner, name, had_own, original, replacement, asyncio_only)
 
@@ -106,10 +125,10 @@ def _unchanged(module: Any, applied: _Applied) -> bool:
         owner = getattr(owner, part, None)
     if owner is not applied.owner:
         return False
-    own = vars(owner)
-    if applied.had_own:
-        return own.get(applied.name) is applied.original
-    return applied.name not in own
+    current = vars(owner).get(applied.name, _MISSING)
+    if current is applied.replacement:  # left behind after the last guard stopped
+        return True
+    return current is (applied.original if applied.had_own else _MISSING)
 
 
 class Patcher:
@@ -121,6 +140,9 @@ class Patcher:
         #: Replacements built before, reused while their original is unchanged (activation is
         #: then a few attribute look-ups and assignments).
         self._built: dict[tuple[str, str], _Applied] = {}
+        #: Every replacement ever installed, by id (the entry keeps it alive, so ids stay
+        #: unique): to recognise our own wrapper where a mock put it back.
+        self._ours: dict[int, _Applied] = {}
         self.refcount = 0
 
     def register(self, targets: Iterable[Target]) -> None:
@@ -191,6 +213,7 @@ class Patcher:
                     item.target, item.owner, item.name, item.had_own, item.original,
                     replacement, asyncio_only,
                 )  # fmt: skip
+                self._ours.setdefault(id(replacement), self._applied[key])
 
     def _install(self, module: Any, targets: list[Target]) -> list[_Applied]:
         done: list[_Applied] = []
@@ -201,7 +224,7 @@ class Patcher:
                     continue
                 applied = self._built.get(key)
                 if applied is None or applied.target is not target or not _unchanged(module, applied):
-                    applied = _resolve(module, target)
+                    applied = _resolve(module, target, self._ours)
                     if applied is None:
                         continue
                 try:
@@ -211,6 +234,7 @@ class Patcher:
                         f"could not patch {target.module}.{target.path}: {exc}"
                     ) from exc
                 self._applied[key] = self._built[key] = applied
+                self._ours.setdefault(id(applied.replacement), applied)
                 done.append(applied)
         except BaseException:
             self._uninstall(done)
