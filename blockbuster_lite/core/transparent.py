@@ -95,7 +95,11 @@ class Wrapper(wrapt.FunctionWrapper[Any, Any]):
     __bound_function_wrapper__ = BoundWrapper
 
     def __init__(
-        self, wrapped: Any, wrapper: Any, enabled: Any = None, location: tuple[str, str] | None = None
+        self,
+        wrapped: Any,
+        wrapper: Any,
+        enabled: Any = None,
+        location: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(wrapped, wrapper, enabled)
         self._self_location = location
@@ -140,7 +144,9 @@ def type_name(cls: type, c_types: tuple[type, ...]) -> str:
     return cls.__name__
 
 
-def reduce_as(obj: Any, protocol: SupportsIndex, cls: type, original: type, original_name: str) -> Any:
+def reduce_as(
+    obj: Any, protocol: SupportsIndex, cls: type, original: type, original_name: str
+) -> Any:
     """``obj.__reduce_ex__(protocol)`` as if ``obj`` (of our subclass ``cls``) were ``original``.
 
     The original class's own ``__reduce__``/``__getstate__`` run as usual; the class in the result

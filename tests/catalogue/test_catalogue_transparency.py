@@ -87,7 +87,9 @@ def _held(lock: Any) -> Any:
 def test_the_lock_factories_have_the_originals_names(guard: bl.Guard) -> None:
     lock, rlock = threading.Lock, threading.RLock
     originals = lock.__wrapped__, rlock.__wrapped__
-    assert (lock.__name__, lock.__qualname__, lock.__module__) == ("allocate_lock",) * 2 + ("_thread",)
+    assert (lock.__name__, lock.__qualname__, lock.__module__) == ("allocate_lock",) * 2 + (
+        "_thread",
+    )
     for factory, original in zip((lock, rlock), originals, strict=True):
         assert (factory.__name__, factory.__qualname__, factory.__module__, factory.__doc__) == (
             original.__name__, original.__qualname__, original.__module__, original.__doc__,
