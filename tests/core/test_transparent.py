@@ -170,3 +170,19 @@ def test_the_receiver_gets_its_own_object_at_that_name(tmp_path: Any) -> None:
         assert "blockbuster_lite" not in sys.modules
     """)
     subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": ""})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_anyio_to_process_takes_patched_functions(mode: str) -> None:
+    import anyio
+    import anyio.to_process
+
+    async def main() -> list[Any]:
+        return [
+            await anyio.to_process.run_sync(time.sleep, 0),
+            await anyio.to_process.run_sync(os.path.isdir, "/"),
+        ]
+
+    with bl.intercept(mode) as guard:
+        assert anyio.run(main) == [None, True]
+    assert guard.violations == []
