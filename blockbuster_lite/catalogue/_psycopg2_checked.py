@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.hotpath import make_handler
 from ..core.targets import Predicate, Target
-from ..core.transparent import Wrapper, reduce_as, type_name
+from ..core.transparent import Wrapper, checked_class, reduce_as, type_name
 from ._describe import described_by, first_statement
 
 ext: Any = importlib.import_module("psycopg2.extensions")
@@ -110,7 +110,7 @@ def _subclass(factory: type, checks: type) -> type:
         "__qualname__": factory.__qualname__,
         "__reduce_ex__": __reduce_ex__,
     }
-    cls = type(factory.__name__, bases, namespace)
+    cls = checked_class(factory.__name__, bases, namespace, factory)
     return cls
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..core.hotpath import make_method
 from ..core.targets import Target
-from ..core.transparent import reduce_as, type_name
+from ..core.transparent import checked_class, reduce_as, type_name
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
@@ -42,7 +42,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
         return reduce_as(self, protocol, cls, base, base_name)
 
     namespace = {"__module__": base.__module__, "__reduce_ex__": __reduce_ex__}
-    cls = type(base.__name__, (base,), namespace)
+    cls = checked_class(base.__name__, (base,), namespace, base)
     for name in names:
         target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
         setattr(cls, name, _checked(cls, kind, name, target))

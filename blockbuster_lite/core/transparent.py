@@ -10,15 +10,16 @@ original behaves as the original would:
   original's; otherwise it is ``pkgutil.resolve_name("time:sleep")``, which needs nothing of ours
   on the receiving side. ``copy.copy`` and ``copy.deepcopy`` return the wrapper itself, as they
   return a function; ``repr`` is the original's. A bound method pickles as ``getattr(instance, name)``, like a bound method.
-* Instances of the checked subclasses of C types (sqlite3's and psycopg2's connections and
-  cursors) reduce as instances of the class they stand for: ``reduce_as`` swaps the class back
-  in, and a refusal keeps the original's exception and message
-  (``TypeError: cannot pickle 'sqlite3.Connection' object``).
+* The checked subclasses of C types (sqlite3's and psycopg2's connections and cursors, built by
+  ``checked_class``) pickle by reference to the class they stand for, and their instances reduce
+  as instances of it: ``reduce_as`` swaps the class back in, and a refusal keeps the original's
+  exception and message (``TypeError: cannot pickle 'sqlite3.Connection' object``).
 """
 
 from __future__ import annotations
 
 import copy
+import copyreg
 import pkgutil
 import sys
 import types
@@ -28,7 +29,16 @@ import wrapt
 
 _HEAPTYPE = 1 << 9
 
-__all__ = ("BoundWrapper", "Wrapper", "lookup", "reduce_as", "reduce_by_name", "type_name")
+__all__ = (
+    "BoundWrapper",
+    "CheckedClass",
+    "Wrapper",
+    "checked_class",
+    "lookup",
+    "reduce_as",
+    "reduce_by_name",
+    "type_name",
+)
 
 
 def lookup(module: str, qualname: str) -> Any:
@@ -135,6 +145,35 @@ class Wrapper(wrapt.FunctionWrapper[Any, Any]):
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
+
+
+class CheckedClass(type):
+    """The metaclass of ``checked_class``'s classes: they pickle as the class they stand for."""
+
+    __stands_for__: type
+
+
+def _reduce_checked_class(cls: CheckedClass) -> str | tuple[Any, ...]:
+    original = cls.__stands_for__
+    return reduce_by_name(cls, original.__module__, original.__qualname__)
+
+
+copyreg.pickle(CheckedClass, _reduce_checked_class)
+
+
+def checked_class(
+    name: str, bases: tuple[type, ...], namespace: dict[str, Any], stands_for: type
+) -> type:
+    """``type(name, bases, namespace)`` for a checked subclass standing for ``stands_for``.
+
+    ``pickle.loads(pickle.dumps(type(conn)))`` is then the receiver's ``stands_for``; a base with
+    a metaclass of its own keeps it (and pickles as a checked class would not).
+    """
+    if not all(type(base) in (type, CheckedClass) for base in bases):
+        return type(name, bases, namespace)
+    cls = CheckedClass(name, bases, namespace)
+    cls.__stands_for__ = stands_for
+    return cls
 
 
 def type_name(cls: type, c_types: tuple[type, ...]) -> str:

@@ -142,6 +142,24 @@ def test_sqlite3_connections_and_cursors_refuse_like_the_originals(
     original.close()
 
 
+@pytest.mark.parametrize("factory", [sqlite3.Connection, UserConnection, ReducibleConnection])
+def test_sqlite3_checked_classes_pickle_as_the_class_they_stand_for(
+    factory: type, guard: bl.Guard
+) -> None:
+    with bl.allow_blocking():
+        connection = sqlite3.connect(":memory:", factory=factory)
+    for checked, original in (
+        (type(connection), factory),
+        (type(connection.cursor()), sqlite3.Cursor),
+    ):
+        assert checked is not original and issubclass(checked, original)
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            assert pickle.loads(pickle.dumps(checked, protocol)) is original
+        assert copy.copy(checked) is checked and copy.deepcopy(checked) is checked
+        assert repr(checked) == repr(original)
+    connection.close()
+
+
 def test_a_sqlite3_factorys_own_reduce_is_kept_and_unpickles_to_its_class(
     guard: bl.Guard,
 ) -> None:
@@ -173,6 +191,11 @@ def test_psycopg2_connections_and_cursors_refuse_like_the_originals(
         assert_behaves_like(checked.cursor(), original.cursor())
         for name, copier in COPIERS.items():
             assert refusal(copier, checked.commit) == refusal(copier, original.commit), name
+        for cls, original_cls in (
+            (type(checked), type(original)),
+            (type(checked.cursor()), type(original.cursor())),
+        ):
+            assert pickle.loads(pickle.dumps(cls)) is original_cls
     finally:
         checked.close()
         original.close()
