@@ -25,7 +25,7 @@ from .hotpath import make_handler, make_method
 from .loop import note_trio_imported, on_loop_thread, trio_state
 from .report import logger
 from .targets import Predicate, Target
-from .transparent import Wrapper
+from .transparent import Wrapper, shadow, unshadow
 
 __all__ = ["Predicate", "Target", "patcher"]
 
@@ -167,6 +167,7 @@ class Patcher:
             self.refcount -= 1
             if self.refcount == 0:
                 self._uninstall(list(self._applied.values()))
+                unshadow()
 
     def applied(self) -> list[str]:
         return sorted(f"{a.target.module}:{a.target.path}" for a in self._applied.values())
@@ -239,6 +240,7 @@ class Patcher:
         except BaseException:
             self._uninstall(done)
             raise
+        shadow(applied.original for applied in done)
         return done
 
     def _uninstall(self, applied: list[_Applied]) -> None:

@@ -10,6 +10,11 @@ original behaves as the original would:
   original's; otherwise it is ``pkgutil.resolve_name("time:sleep")``, which needs nothing of ours
   on the receiving side. ``copy.copy`` and ``copy.deepcopy`` return the wrapper itself, as they
   return a function; ``repr`` is the original's. A bound method pickles as ``getattr(instance, name)``, like a bound method.
+* While patched, an original built-in function captured before activation (``partial(time.sleep,
+  1)`` built at import time) still pickles: pickle would look it up by name and find our wrapper
+  there, so ``shadow`` registers a ``copyreg`` reducer that refers to the name instead
+  (``pkgutil.resolve_name``); ``unshadow`` removes it when the last guard stops. Python-function
+  originals cannot be helped this way (pickle never asks copyreg about functions).
 * The checked subclasses of C types (sqlite3's and psycopg2's connections and cursors, built by
   ``checked_class``) pickle by reference to the class they stand for, and their instances reduce
   as instances of it: ``reduce_as`` swaps the class back in, and a refusal keeps the original's
@@ -23,6 +28,7 @@ import copyreg
 import pkgutil
 import sys
 import types
+from collections.abc import Iterable
 from typing import Any, SupportsIndex
 
 import wrapt
@@ -37,7 +43,9 @@ __all__ = (
     "lookup",
     "reduce_as",
     "reduce_by_name",
+    "shadow",
     "type_name",
+    "unshadow",
 )
 
 
@@ -145,6 +153,50 @@ class Wrapper(wrapt.FunctionWrapper[Any, Any]):
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
+
+
+_BUILTIN = types.BuiltinFunctionType
+#: Original built-ins whose name holds our wrapper while patched, by id.
+_shadowed: dict[int, Any] = {}
+_previous_reducer: Any = None
+
+
+def _reduce_builtin(function: Any) -> str | tuple[Any, ...]:
+    if _shadowed.get(id(function)) is function:
+        name = _name_of(function)
+        if name is not None:
+            try:
+                found = lookup(*name)
+            except LookupError:
+                found = function
+            if found is not function:
+                return pkgutil.resolve_name, (f"{name[0]}:{name[1]}",)
+    previous = _previous_reducer
+    return previous(function) if previous is not None else function.__reduce__()  # type: ignore[no-any-return]
+
+
+def shadow(originals: Iterable[Any]) -> None:
+    """Let these originals pickle by name while our wrappers hold their names."""
+    global _previous_reducer
+    for original in originals:
+        if isinstance(original, _BUILTIN):
+            _shadowed[id(original)] = original
+    current = copyreg.dispatch_table.get(_BUILTIN)
+    if current is not _reduce_builtin:
+        _previous_reducer = current
+        copyreg.dispatch_table[_BUILTIN] = _reduce_builtin
+
+
+def unshadow() -> None:
+    """Undo ``shadow`` (the last guard stopped)."""
+    global _previous_reducer
+    _shadowed.clear()
+    if copyreg.dispatch_table.get(_BUILTIN) is _reduce_builtin:
+        if _previous_reducer is None:
+            del copyreg.dispatch_table[_BUILTIN]
+        else:
+            copyreg.dispatch_table[_BUILTIN] = _previous_reducer
+        _previous_reducer = None
 
 
 class CheckedClass(type):

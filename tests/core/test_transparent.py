@@ -186,3 +186,27 @@ def test_anyio_to_process_takes_patched_functions(mode: str) -> None:
     with bl.intercept(mode) as guard:
         assert anyio.run(main) == [None, True]
     assert guard.violations == []
+
+
+def test_an_original_builtin_captured_before_activation_still_pickles() -> None:
+    import copyreg
+    import types
+
+    before = dict(copyreg.dispatch_table)
+    original, delayed = time.sleep, functools.partial(time.sleep, 0)
+    with bl.intercept("raise"):
+        assert time.sleep is not original
+        for protocol in PROTOCOLS:
+            assert pickle.loads(pickle.dumps(original, protocol)) is time.sleep
+            assert pickle.loads(pickle.dumps(delayed, protocol)).func is time.sleep
+        assert pickle.loads(pickle.dumps(len)) is len  # other built-ins pickle as ever
+        assert pickle.dumps(os.getpid) == pickle.dumps(os.getpid.__self__.getpid)
+    assert copyreg.dispatch_table == before
+    assert types.BuiltinFunctionType not in copyreg.dispatch_table
+    assert pickle.loads(pickle.dumps(delayed)).func is original
+
+
+def test_an_original_builtin_pickles_into_a_process_pool_while_patched() -> None:
+    delayed = functools.partial(time.sleep, 0)
+    with _pool("spawn") as pool, bl.intercept("raise"):
+        assert pool.submit(delayed).result() is None
