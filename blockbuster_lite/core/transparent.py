@@ -9,7 +9,8 @@ original behaves as the original would:
   patched or not. While the name is bound to the wrapper the pickle is byte for byte the
   original's; otherwise it is ``pkgutil.resolve_name("time:sleep")``, which needs nothing of ours
   on the receiving side. ``copy.copy`` and ``copy.deepcopy`` return the wrapper itself, as they
-  return a function; ``repr`` is the original's. A bound method pickles as ``getattr(instance, name)``, like a bound method.
+  return a function; ``repr`` is the original's. A bound method pickles as
+  ``getattr(instance, name)``, like a bound method.
 * While patched, an original built-in function captured before activation (``partial(time.sleep,
   1)`` built at import time) still pickles: pickle would look it up by name and find our wrapper
   there, so ``shadow`` registers a ``copyreg`` reducer that refers to the name instead
