@@ -182,6 +182,7 @@ class Patcher:
                     installed.extend(self._install(module, targets))
         except BaseException:
             self._uninstall(installed)
+            unshadow()
             raise
         for module_name in [*self._targets, "trio"]:
             if module_name not in self._hooked:
