@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import Mode
@@ -23,10 +23,12 @@ from .report import (
     BlockingCallError,
     BlockingCallWarning,
     Violation,
+    capture_frames,
     current_thread_name,
+    escape_control,
+    evolve,
     format_message,
     logger,
-    render_stack,
     warn_violation,
 )
 from .state import ActiveGuard, reentrant, request_context, state
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["act", "build_violation", "log_failure", "record", "warn"]
 
 NO_OFFLOAD = "offload support is not loaded (import blockbuster_lite.offload)"
+
+#: A described call longer than this is cut (the description is a sample's detail).
+MAX_DESCRIBED_CALL = 200
 
 _failures_logged: set[tuple[str, type[BaseException]]] = set()
 
@@ -72,7 +77,9 @@ def act(
         return wrapped(*args, **kwargs)
     if mode is Mode.RAISE:
         record(violation)
-        if guard.first_report(violation):
+        # once: a request served by the ASGI middleware logs its refusals itself (at ERROR, with
+        # the response status); anything else is logged here, once per call family and site
+        if not _request_logs_refusals() and guard.first_report(violation):
             logger.warning("%s", format_message(violation))
         raise BlockingCallError(violation)
     if mode is Mode.WARN and guard.first_report(violation):
@@ -89,7 +96,7 @@ def act(
 
 def after_call(violation: Violation, mode: Mode, duration: float) -> None:
     try:
-        violation = replace(violation, duration_s=duration)
+        violation = evolve(violation, duration_s=duration)
         record(violation)
         if mode is Mode.LOG:
             logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
@@ -104,27 +111,42 @@ def call_name(
     if describe is None:
         return target.call
     try:
-        return describe(instance, args, kwargs)
+        described = describe(instance, args, kwargs)
     except Exception as exc:
         log_failure(f"describe {target.call}", exc)
         return target.call
+    if not isinstance(described, str) or not described:
+        return target.call
+    return escape_control(described[:MAX_DESCRIBED_CALL])
+
+
+def _request_logs_refusals() -> bool:
+    return bool(getattr(request_context.get(), "logs_refusals", False))
+
+
+def _context_copy(context: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not context:
+        return {}
+    snapshot = getattr(context, "snapshot", None)  # a request context shares one copy per state
+    return snapshot() if snapshot is not None else dict(context)  # type: ignore[no-any-return]
 
 
 def build_violation(
     target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
 ) -> Violation:
-    context = request_context.get()
+    frames = capture_frames(site.frame)
     return Violation(
         call=call or target.call,
         filename=site.info.filename,
-        lineno=site.frame.f_lineno,
+        lineno=frames[-1][1],  # the shared frame's int: no new object per violation
         function=site.info.qualname,
-        stack=render_stack(site.frame),
+        stack=frames,
         action=mode,
         thread_name=current_thread_name(),
         task_name=current_task_name(),
-        context=dict(context) if context else {},
+        context=_context_copy(request_context.get()),
         advice=advice,
+        family=target.call,
     )
 
 

@@ -77,7 +77,7 @@ class Guard:
         self._source = source
         self._max = max_violations
         self._violations: deque[Violation] = deque(maxlen=max_violations)
-        self._reported: set[tuple[str, str, int]] = set()
+        self._reported: set[tuple[str, str, str, int, str]] = set()
         self._stats = StatsCollector()
         self._lock = threading.Lock()
         self._active = False
@@ -133,8 +133,9 @@ class Guard:
             self._stats.add(violation)
 
     def first_report(self, violation: Violation) -> bool:
-        """True the first time this guard sees this call at this site (deduplicates reports)."""
-        key = (violation.call, violation.filename, violation.lineno)
+        """True the first time this guard sees this call family at this site (deduplicates
+        reports): ``socket.connect`` to 2,000 ports from one line is one report, not 2,000."""
+        key = violation.report_key
         with self._lock:
             if key in self._reported:
                 return False
