@@ -17,8 +17,10 @@ from .config import (
     ConfigError,
     Mode,
     parse_allow,
+    parse_count,
     parse_mode,
     parse_scope,
+    parse_watchdog_seconds,
     settings_from_env,
 )
 from .extensions import extensions
@@ -64,14 +66,11 @@ class Guard:
         self.mode = parse_mode(mode, f"{source} argument 'mode'")
         self.allow: tuple[AllowRule, ...] = parse_allow(allow, f"{source} argument 'allow'")
         self.scope = parse_scope(scope, f"{source} argument 'scope'")
-        if watchdog is not None:
-            if isinstance(watchdog, bool) or not isinstance(watchdog, (int, float)):
-                raise ConfigError(
-                    f"invalid watchdog {watchdog!r} from {source}: expected seconds (a number > 0)"
-                )
-            if not watchdog > 0:
-                raise ConfigError(f"invalid watchdog {watchdog!r} from {source}: must be > 0")
-        self.watchdog = float(watchdog) if watchdog is not None else None
+        self.watchdog = parse_watchdog_seconds(watchdog, f"{source} argument 'watchdog'")
+        if max_violations is not None:
+            max_violations = parse_count(
+                max_violations, f"{source} argument 'max_violations'", "maximum", maximum=10**9
+            )
         if self.mode is Mode.OFFLOAD:
             require_offload(source)
         self._source = source

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..core.config import ConfigError
+from ..core.config import parse_flag
 from ..core.extensions import extensions
 from ..core.report import Violation, logger
 from ..core.state import state
@@ -50,8 +50,6 @@ EVENT_CALL = "blockbuster_lite.blocking_call"
 EVENT_STALL = "blockbuster_lite.loop_stall"
 METRIC_BLOCKED_TIME = "blockbuster_lite.blocked_time"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 _INSTRUMENTATION = "blockbuster_lite"
 
 
@@ -152,13 +150,7 @@ def opentelemetry_enabled() -> bool:
 def otel_from_env(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``BLOCKBUSTER_LITE_OTEL`` asks for OpenTelemetry; ConfigError naming it if invalid."""
     env = os.environ if environ is None else environ
-    value = env.get(ENV_OTEL, "")
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} from {ENV_OTEL} (expected 1/0, true/false, yes/no)")
+    return parse_flag(env.get(ENV_OTEL, ""), ENV_OTEL)
 
 
 def enable_from_env(wanted: bool) -> None:
