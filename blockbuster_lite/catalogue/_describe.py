@@ -35,14 +35,18 @@ _WORD = re.compile(r"[A-Za-z]+")
 
 #: Statement keywords shown as the detail (any dialect); an unknown first word shows as "...".
 SQL_KEYWORDS = frozenset(
-    """
-    ABORT ALTER ANALYSE ANALYZE ATTACH BEGIN CALL CHECKPOINT CLOSE CLUSTER COMMENT COMMIT COPY
-    CREATE DEALLOCATE DECLARE DELETE DESC DESCRIBE DETACH DISCARD DO DROP END EXEC EXECUTE EXPLAIN
-    FETCH FLUSH GRANT HANDLER IMPORT INSERT KILL LISTEN LOAD LOCK MERGE MOVE NOTIFY OPTIMIZE PRAGMA
-    PREPARE REFRESH REINDEX RELEASE RENAME REPAIR REPLACE RESET REVOKE ROLLBACK SAVEPOINT SECURITY
-    SELECT SET SHOW START TABLE TRUNCATE UNLISTEN UNLOCK UPDATE UPSERT USE VACUUM VALUES WITH XA
-    """.split()
-)
+    (
+        "ABORT", "ALTER", "ANALYSE", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT",
+        "CLOSE", "CLUSTER", "COMMENT", "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE",
+        "DELETE", "DESC", "DESCRIBE", "DETACH", "DISCARD", "DO", "DROP", "END", "EXEC",
+        "EXECUTE", "EXPLAIN", "FETCH", "FLUSH", "GRANT", "HANDLER", "IMPORT", "INSERT",
+        "KILL", "LISTEN", "LOAD", "LOCK", "MERGE", "MOVE", "NOTIFY", "OPTIMIZE", "PRAGMA",
+        "PREPARE", "REFRESH", "REINDEX", "RELEASE", "RENAME", "REPAIR", "REPLACE", "RESET",
+        "REVOKE", "ROLLBACK", "SAVEPOINT", "SECURITY", "SELECT", "SET", "SHOW", "START",
+        "TABLE", "TRUNCATE", "UNLISTEN", "UNLOCK", "UPDATE", "UPSERT", "USE", "VACUUM",
+        "VALUES", "WITH", "XA",
+    )
+)  # fmt: skip
 
 
 def with_detail(call: str, detail: str) -> str:
@@ -98,9 +102,11 @@ def _sql_part(part: Any) -> str:
 _REDIS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.|-]{0,31}")
 #: Commands whose second word names the operation (``CLIENT LIST``, ``CONFIG GET``).
 REDIS_CONTAINERS = frozenset(
-    "ACL CLIENT CLUSTER COMMAND CONFIG DEBUG FUNCTION LATENCY MEMORY MODULE OBJECT PUBSUB "
-    "SCRIPT SLOWLOG XGROUP XINFO".split()
-)
+    (
+        "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY",
+        "MEMORY", "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+    )
+)  # fmt: skip
 
 
 def redis_command(args: tuple[Any, ...]) -> str:

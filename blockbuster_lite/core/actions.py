@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import Mode
 from .extensions import extensions
@@ -128,7 +128,7 @@ def _context_copy(context: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not context:
         return {}
     snapshot = getattr(context, "snapshot", None)  # a request context shares one copy per state
-    return snapshot() if snapshot is not None else dict(context)  # type: ignore[no-any-return]
+    return snapshot() if snapshot is not None else dict(context)
 
 
 def build_violation(
@@ -140,7 +140,7 @@ def build_violation(
         filename=site.info.filename,
         lineno=frames[-1][1],  # the shared frame's int: no new object per violation
         function=site.info.qualname,
-        stack=frames,
+        stack=cast("tuple[str, ...]", frames),  # compact; read back as rendered lines
         action=mode,
         thread_name=current_thread_name(),
         task_name=current_task_name(),

@@ -93,7 +93,7 @@ class _StackField:
         if instance is None:
             return ()
         stack = instance.__dict__.get("stack", ())
-        return stack.render() if isinstance(stack, Frames) else stack  # type: ignore[no-any-return]
+        return stack.render() if isinstance(stack, Frames) else stack
 
     def __set__(self, instance: object, value: object) -> None:
         if value is self:  # the dataclass default
@@ -150,7 +150,7 @@ class Violation:
     lineno: int
     function: str
     stack: tuple[str, ...] = field(  # kept as Frames, rendered when read (see _StackField)
-        default=_StackField(), compare=False, repr=False  # type: ignore[assignment]
+        default=_StackField(), compare=False, repr=False  # type: ignore[arg-type]
     )
     action: Mode = Mode.WARN
     thread_name: str = ""
