@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import FrameType
 from typing import Any
 
@@ -89,10 +89,13 @@ class _Rendered(tuple[str, ...]):
 class _StackField:
     """``Violation.stack``: stored as ``Frames``, read as a tuple of ``file:line in function``."""
 
+    # Stored under STACK_SLOT with object.__setattr__, not through ``__dict__``: reading an
+    # instance's ``__dict__`` would give it a real dict (64 bytes) instead of its inline values.
+
     def __get__(self, instance: object, owner: type | None = None) -> tuple[str, ...]:
         if instance is None:
             return ()
-        stack = instance.__dict__.get("stack", ())
+        stack = getattr(instance, STACK_SLOT, ())
         return stack.render() if isinstance(stack, Frames) else stack
 
     def __set__(self, instance: object, value: object) -> None:
@@ -100,7 +103,11 @@ class _StackField:
             value = ()
         elif isinstance(value, _Rendered):
             value = value.frames
-        instance.__dict__["stack"] = value
+        object.__setattr__(instance, STACK_SLOT, value)
+
+
+#: Where a Violation keeps its stack (``Frames``, or the lines it was given).
+STACK_SLOT = "_stack"
 
 
 # Frames and stacks seen recently, shared by the violations that repeat them; cleared when full
@@ -195,11 +202,24 @@ class Violation:
 
 
 def evolve(violation: Violation, **changes: Any) -> Violation:
-    """``dataclasses.replace`` without rendering the stack (which ``replace`` would read)."""
+    """``dataclasses.replace`` without rendering the stack (which ``replace`` would read) and
+    without giving either object a ``__dict__`` (attributes set in ``__init__``'s order)."""
     copy = object.__new__(type(violation))
-    copy.__dict__.update(violation.__dict__)
-    copy.__dict__.update(changes)
+    setattr_ = object.__setattr__
+    for name in _stored_names(type(violation)):
+        value = changes[name] if name in changes else getattr(violation, name)
+        setattr_(copy, name, value)
     return copy
+
+
+def _stored_names(cls: type) -> tuple[str, ...]:
+    names: tuple[str, ...] | None = cls.__dict__.get("_stored_names_cache")
+    if names is None:
+        names = tuple(
+            STACK_SLOT if f.name == "stack" else f.name for f in fields(cls)
+        )
+        type.__setattr__(cls, "_stored_names_cache", names)
+    return names
 
 
 def display_path(filename: str) -> str:
