@@ -154,12 +154,18 @@ def parse_seconds(
 
 
 def parse_count(
-    value: object, source: str, what: str, *, minimum: int = 1, maximum: int = 10_000
+    value: object,
+    source: str,
+    what: str,
+    *,
+    minimum: int = 1,
+    maximum: int = 10_000,
+    text: bool = True,
 ) -> int:
-    """A whole number within ``minimum``..``maximum``, from an ``int`` or from text."""
+    """A whole number within ``minimum``..``maximum``, from an ``int`` or (``text``) from text."""
     expected = f"a whole number from {minimum} to {maximum}"
     number: object = value
-    if isinstance(value, str):
+    if isinstance(value, str) and text:
         try:
             number = int(value.strip())
         except ValueError:

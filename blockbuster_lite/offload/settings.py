@@ -52,8 +52,8 @@ _settings = _Settings()
 MAX_THREADS = 10_000
 
 
-def _parse_capacity(value: object, source: str) -> int:
-    return parse_count(value, source, "offload capacity", maximum=MAX_THREADS)
+def _parse_capacity(value: object, source: str, *, text: bool = True) -> int:
+    return parse_count(value, source, "offload capacity", maximum=MAX_THREADS, text=text)
 
 
 def _parse_threshold_ms(value: str, source: str) -> float:
@@ -90,7 +90,7 @@ def offload_capacity() -> int:
 
 def set_offload_capacity(threads: int) -> None:
     """Set the offload pool's size; limiters already made follow at their next offloaded call."""
-    _settings.capacity = _parse_capacity(threads, "set_capacity()")
+    _settings.capacity = _parse_capacity(threads, "set_capacity()", text=False)
 
 
 def file_capacity() -> int:
@@ -104,7 +104,7 @@ def file_capacity() -> int:
 
 def set_file_capacity(threads: int) -> None:
     """Set the bulk file I/O lane's size (see the module docstring)."""
-    _settings.file_capacity = _parse_capacity(threads, "set_file_capacity()")
+    _settings.file_capacity = _parse_capacity(threads, "set_file_capacity()", text=False)
 
 
 def saturation_threshold() -> float:
