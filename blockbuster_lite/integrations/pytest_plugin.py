@@ -245,10 +245,10 @@ def _end(item: pytest.Item) -> None:
 def _describe(violations: list[Violation], *, caught: bool = False) -> str:
     from ..core.report import format_message
 
-    counts: dict[tuple[str, str, int], int] = {}
-    first: dict[tuple[str, str, int], Violation] = {}
+    counts: dict[tuple[str, str, str, int, str], int] = {}
+    first: dict[tuple[str, str, str, int, str], Violation] = {}
     for violation in violations:
-        key = (violation.call, violation.filename, violation.lineno)
+        key = violation.report_key  # call family and site: not one line per port or statement
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(key, violation)
     head = "blockbuster_lite: blocking call(s) on the event loop (raise mode)"

@@ -156,6 +156,14 @@ def test_http_origin_and_redis_command_drop_everything_secret() -> None:
     )
     assert http_origin(b"POST", "http://[::1]/x") == "POST http://[::1]"
     assert redis_command(("AUTH", "s3cr3t")) == "AUTH"
+    assert redis_command(("SET key s3cr3t",)) == "SET"  # redis-py splits it: only the name
+    assert redis_command(("CONFIG SET requirepass s3cr3t",)) == "CONFIG SET"
+    assert redis_command(("\x1b[31m",)) == "?"
+    assert http_origin("GET", "http://u:s3cr3t@127.0.0.1:8000/p?token=s3cr3t#f") == (
+        "GET http://127.0.0.1:8000"
+    )
+    assert http_origin("G\r\nET", "http://127.0.0.1/") == "? http://127.0.0.1"
+    assert http_origin("GET", "not a url\x1b") == "GET"
     assert redis_command((b"get", b"key")) == "GET"
     assert redis_command(()) == ""
 

@@ -374,3 +374,20 @@ def test_raise_mode_outside_a_request_logs_a_refusal_once(caplog: pytest.LogCapt
         asyncio.run(main())
     assert len(guard.violations) == 3
     assert len([r for r in caplog.records if "time.sleep" in r.getMessage()]) == 1
+
+
+def test_route_counts_stop_growing_past_the_route_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    from blockbuster_lite.integrations import asgi
+
+    monkeypatch.setattr(asgi, "MAX_ROUTES", 3)
+    counts: dict[str, Counter[str]] = {}
+    for number in range(50):  # e.g. a Mount whose prefix holds a path parameter
+        asgi._count(counts, f"/tenant/{number}/items", "time.sleep")
+    assert counts == {
+        "/tenant/0/items": {"time.sleep": 1},
+        "/tenant/1/items": {"time.sleep": 1},
+        "/tenant/2/items": {"time.sleep": 1},
+        "<other routes>": {"time.sleep": 47},
+    }
