@@ -98,6 +98,9 @@ class _StackField:
         stack = getattr(instance, STACK_SLOT, ())
         return stack.render() if isinstance(stack, Frames) else stack
 
+    def __repr__(self) -> str:  # how the default shows in signatures
+        return "()"
+
     def __set__(self, instance: object, value: object) -> None:
         if value is self:  # the dataclass default
             value = ()
