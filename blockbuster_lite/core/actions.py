@@ -101,7 +101,7 @@ def after_call(violation: Violation, mode: Mode, duration: float) -> None:
         if mode is Mode.LOG:
             logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
     except Exception as exc:
-        log_failure(violation.call, exc)
+        log_failure(violation.family or violation.call, exc)
 
 
 def call_name(

@@ -15,7 +15,8 @@ template; requests no route matched (404s, or an app without a router) count und
 counts per call family (``sqlite3.Cursor.execute``, not each statement). A request keeps at most
 ``MAX_REQUEST_VIOLATIONS`` violations for its log lines (a long stream can make thousands) and
 counts the rest in ``RequestContext.dropped``. Method, path and route are stored with control
-characters escaped (``escape_control``): a path with CR/LF or ANSI codes cannot forge a log line.
+characters escaped (``escape_control``): a path with CR/LF or ANSI codes cannot forge a log line;
+the path is cut to ``MAX_PATH_CHARS`` characters.
 
 With ``mode=...`` the middleware also turns the process-wide guard on (``activate()``): at lifespan
 start-up, with start-up grace (raise mode only warns until the app reports start-up complete), or
@@ -67,6 +68,10 @@ MAX_ROUTES = 1000
 OTHER_ROUTES = "<other routes>"
 #: Violations one request keeps for its log lines; the rest are counted (``dropped``).
 MAX_REQUEST_VIOLATIONS = 100
+#: A request's path and method as reports keep them are cut to this length (a client sends up
+#: to uvicorn's 16 KiB line; a process guard keeps 10,000 violations, each with its request's).
+MAX_PATH_CHARS = 256
+MAX_METHOD_CHARS = 32
 _counts_lock = threading.Lock()
 _totals: dict[str, Counter[str]] = {}
 _in_flight = 0
@@ -110,8 +115,8 @@ class RequestContext(Mapping[str, Any]):
 
     def __init__(self, scope: Scope, owner: BlockBusterMiddleware) -> None:
         self._scope = scope
-        self.method: str | None = _escaped(scope.get("method"))
-        self.path: str | None = _escaped(scope.get("path"))
+        self.method: str | None = _escaped(scope.get("method"), MAX_METHOD_CHARS)
+        self.path: str | None = _escaped(scope.get("path"), MAX_PATH_CHARS)
         self.owner = owner
         self.violations: list[Violation] = []
         self.dropped = 0
@@ -150,8 +155,13 @@ class RequestContext(Mapping[str, Any]):
         return len(_KEYS)
 
 
-def _escaped(value: Any) -> Any:
-    return escape_control(value) if isinstance(value, str) else value
+def _escaped(value: Any, limit: int | None = None) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = escape_control(value)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
 
 
 def _observe(violation: Violation) -> None:

@@ -201,6 +201,6 @@ def _record(violation: Violation, duration: float) -> None:
     try:
         record(evolve(violation, duration_s=duration))
     except Exception as exc:
-        log_failure(f"offload of {violation.call}", exc)
+        log_failure(f"offload of {violation.family or violation.call}", exc)
 
 

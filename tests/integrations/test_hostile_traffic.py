@@ -105,7 +105,8 @@ class KeepAliveClient:
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length"))
+        lengths = (int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length"))
+        length = next(lengths, 0)
         while len(self.buffer) < length:
             self._read()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
@@ -391,3 +392,25 @@ def test_route_counts_stop_growing_past_the_route_bound(monkeypatch: pytest.Monk
         "/tenant/2/items": {"time.sleep": 1},
         "<other routes>": {"time.sleep": 47},
     }
+
+
+async def sleepy(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    time.sleep(1e-6)  # <- a raw ASGI app: reports show the path
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_long_hostile_path_is_kept_cut_and_escaped() -> None:
+    with bl.intercept("log") as guard, serve(BlockBusterMiddleware(sleepy)) as port:
+        client = KeepAliveClient(port)
+        try:
+            status, _ = client.request("/" + "%1b" * 3000)
+        finally:
+            client.close()
+    assert status == 204
+    [violation] = guard.violations
+    path = violation.context["path"]
+    assert len(path) == 256 and path.startswith("/\\x1b\\x1b") and path.endswith("...")
+    assert path in violation.message and violation.message.isprintable()
