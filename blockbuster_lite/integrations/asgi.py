@@ -340,7 +340,7 @@ async def _send_error(send: Send, violation: Violation, context: RequestContext)
             "error": "blocking call",
             "call": violation.call,
             "site": violation.site,
-            "function": violation.function,
+            "function": escape_control(violation.function),
             "method": context.method,
             "path": context.path,
             "route": violation.context.get("route") or context["route"],

@@ -113,7 +113,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     # then refused: " " must not mean "off". An empty environment variable means "not set".
     candidates = (
         (config.getoption("blockbuster_mode"), "--blockbuster-mode"),
-        (os.environ.get(ENV_MODE) or None, ENV_MODE),
+        ((os.environ.get(ENV_MODE) or "").strip() or None, ENV_MODE),  # as the start-up hook
         (config.getini("blockbuster_mode"), "ini option blockbuster_mode"),
     )
     mode, source = next(

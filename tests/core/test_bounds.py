@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import pickle
 import socket
+import sys
 import time
 import tracemalloc
 import warnings
@@ -236,3 +237,17 @@ def test_a_file_name_with_a_newline_is_escaped_in_messages_and_stacks(
     assert violation.filename == str(odd)  # the field stays exact
     assert violation.message.isprintable() and "odd\\nname.py" in violation.message
     assert all(line.isprintable() for line in violation.stack)
+
+
+def test_the_shared_frame_and_stack_tables_are_bounded() -> None:
+    from blockbuster_lite.core import report
+
+    def deep(level: int) -> Frames:
+        return report.capture_frames(sys._getframe()) if level == 0 else deep(level - 1)
+
+    for level in range(30):
+        for site in range(200):  # 6,000 distinct stacks: the outermost file differs each time
+            code = compile("deep(level)", f"<site {level} {site}>", "eval")
+            exec(code, {"deep": deep, "level": level})
+    assert len(report._interned_stacks) <= report._STACK_INTERN_LIMIT
+    assert len(report._interned_frames) <= report._INTERN_LIMIT
