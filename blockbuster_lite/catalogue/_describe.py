@@ -169,7 +169,7 @@ def described_by(
 
 
 def first_statement(name: str = "query") -> Callable[[Any, tuple[Any, ...], dict[str, Any]], str]:
-    """A detail function: the first words of the statement passed first or as ``name``."""
+    """A detail function: the first keyword of the statement passed first or as ``name``."""
 
     def detail(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return sql_words(args[0] if args else kwargs.get(name))
