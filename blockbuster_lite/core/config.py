@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def _number(value: object, source: str, what: str, expected: str, text_scale: fl
             number = float(value.strip()) * text_scale
         except ValueError:
             raise invalid(what, value, source, expected) from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
             number = float(value)
         except OverflowError:  # an int too large for a float
@@ -139,7 +140,8 @@ def parse_seconds(
 ) -> float:
     """A duration in seconds, finite and within ``minimum``..``maximum``.
 
-    Arguments are numbers of seconds (``int`` or ``float``; not ``bool``, not a string). With
+    Arguments are numbers of seconds (any real number: ``int``, ``float``, ``Fraction``...; not
+    ``bool``, not a string). With
     ``text_in_ms`` (environment, options, ini) the value is text in milliseconds.
     """
     if text_in_ms:
@@ -170,11 +172,12 @@ def parse_count(
             number = int(value.strip())
         except ValueError:
             raise invalid(what, value, source, expected) from None
-    if isinstance(number, bool) or not isinstance(number, int):
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral):
         raise invalid(what, value, source, expected)
-    if not minimum <= number <= maximum:
+    whole = int(number)
+    if not minimum <= whole <= maximum:
         raise invalid(what, value, source, expected)
-    return number
+    return whole
 
 
 @dataclass(frozen=True)
