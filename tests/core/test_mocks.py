@@ -123,15 +123,16 @@ def test_time_sleep_put_back_by_a_mock_is_inert_and_later_restored() -> None:
     assert time.sleep is original
 
 
-def test_a_lock_factory_put_back_by_a_mock_makes_plain_locks() -> None:
-    original = threading.Lock
-    factory = leave_behind(threading, "Lock")
-    assert threading.Lock is factory and factory is not original
-    assert type(threading.Lock()) is not _CheckedLock
+@pytest.mark.parametrize("name", ["Lock", "RLock"])
+def test_a_lock_factory_put_back_by_a_mock_makes_plain_locks(name: str) -> None:
+    original = getattr(threading, name)
+    factory = leave_behind(threading, name)
+    assert getattr(threading, name) is factory and factory is not original
+    assert not isinstance(getattr(threading, name)(), _CheckedLock)
     with bl.intercept("raise"):
-        assert threading.Lock is factory
-        assert type(threading.Lock()) is _CheckedLock
-    assert threading.Lock is original
+        assert getattr(threading, name) is factory
+        assert isinstance(getattr(threading, name)(), _CheckedLock)
+    assert getattr(threading, name) is original
 
 
 def test_sqlite3_connect_put_back_by_a_mock_makes_plain_connections() -> None:
