@@ -11,10 +11,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-import wrapt
-
 from ..core.hotpath import make_handler
 from ..core.targets import Predicate, Target
+from ..core.transparent import Wrapper, checked_class, reduce_as, type_name
 from ._describe import described_by, first_statement
 
 ext: Any = importlib.import_module("psycopg2.extensions")
@@ -94,17 +93,25 @@ def _checks_class(base: type, kind: str, checks: Checks, advice: str) -> type:
             advice,
             describe=describe,
         )
-        namespace[name] = wrapt.FunctionWrapper(getattr(base, name), make_handler(target))
+        namespace[name] = Wrapper(getattr(base, name), make_handler(target))
     return type(f"Checked{kind.capitalize()}", (base,), namespace)
 
 
 def _subclass(factory: type, checks: type) -> type:
+    """The checked class for ``factory``: copies and pickles as ``factory`` does."""
     bases = (checks,) if issubclass(checks, factory) else (factory, checks)
-    return type(
-        factory.__name__,
-        bases,
-        {"__module__": factory.__module__, "__qualname__": factory.__qualname__},
-    )
+    factory_name = type_name(factory, (ext.connection, ext.cursor))
+
+    def __reduce_ex__(self: Any, protocol: Any) -> Any:
+        return reduce_as(self, protocol, cls, factory, factory_name)
+
+    namespace = {
+        "__module__": factory.__module__,
+        "__qualname__": factory.__qualname__,
+        "__reduce_ex__": __reduce_ex__,
+    }
+    cls = checked_class(factory.__name__, bases, namespace, factory)
+    return cls
 
 
 def make_factories(advice: str) -> Callable[[Any], Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core.hotpath import make_method
 from ..core.targets import Target
+from ..core.transparent import checked_class, reduce_as, type_name
 from ._describe import described_by, first_statement
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
@@ -33,11 +34,19 @@ def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
     method = make_method(target, original)
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
+    method.__module__ = cls.__module__
     return method
 
 
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
-    cls = type(base.__name__, (base,), {"__module__": base.__module__})
+    """A subclass of ``base`` with checked methods, that copies and pickles as ``base`` does."""
+    base_name = type_name(base, (sqlite3.Connection, sqlite3.Cursor))
+
+    def __reduce_ex__(self: Any, protocol: Any) -> Any:
+        return reduce_as(self, protocol, cls, base, base_name)
+
+    namespace = {"__module__": base.__module__, "__reduce_ex__": __reduce_ex__}
+    cls = checked_class(base.__name__, (base,), namespace, base)
     for name in names:
         call = f"sqlite3.{kind}.{name}"
         statement = _STATEMENTS.get(name)

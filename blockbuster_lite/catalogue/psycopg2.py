@@ -31,10 +31,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import wrapt
-
 from ..core.hotpath import make_handler
+from ..core.state import state
 from ..core.targets import Target
+from ..core.transparent import Wrapper
 
 ADVICE = (
     "use psycopg's AsyncConnection or asyncpg, or offload with await anyio.to_thread.run_sync(...)"
@@ -55,6 +55,8 @@ def _replace_connect(original: Any) -> Any:
     handler = make_handler(CONNECT)
 
     def connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not state.guards:  # left behind after the last guard (a mock restored it): inert
+            return wrapped(*args, **kwargs)
         if _synchronous(instance, args, kwargs):
             if len(args) > 1:
                 args = (args[0], checked_connection(args[1]), *args[2:])
@@ -65,7 +67,7 @@ def _replace_connect(original: Any) -> Any:
                 }
         return handler(wrapped, instance, args, kwargs)
 
-    return wrapt.FunctionWrapper(original, connect)
+    return Wrapper(original, connect, None, ("psycopg2", "connect"))
 
 
 TARGETS = (replace(CONNECT, replace=_replace_connect),)

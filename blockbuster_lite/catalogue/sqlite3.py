@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import wrapt
-
 from ..core.hotpath import make_handler
+from ..core.state import state
 from ..core.targets import Target
+from ..core.transparent import Wrapper
 
 ADVICE = "use aiosqlite, or offload with await anyio.to_thread.run_sync(...)"
 
@@ -28,6 +28,8 @@ def _replace_connect(original: Any) -> Any:
     handler = make_handler(CONNECT)
 
     def connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not state.guards:  # left behind after the last guard (a mock restored it): inert
+            return wrapped(*args, **kwargs)
         if len(args) > 5:
             args = (*args[:5], checked_factory(args[5]), *args[6:])
         else:
@@ -36,7 +38,7 @@ def _replace_connect(original: Any) -> Any:
             kwargs = {**kwargs, "factory": checked_factory(kwargs.get("factory", sqlite3.Connection))}
         return handler(wrapped, instance, args, kwargs)
 
-    return wrapt.FunctionWrapper(original, connect)
+    return Wrapper(original, connect, None, ("sqlite3", "connect"))
 
 
 TARGETS = (Target("sqlite3", "connect", "sqlite3.connect", None, ADVICE, replace=_replace_connect),)

@@ -1,7 +1,9 @@
 """The wrapper every patched call goes through: ask, decide, hand to an action.
 
 Off the loop the wrapper answers one question (``_get_running_loop()``, or trio's run context)
-and calls through. On the loop: the target's predicate (can this call block at all?), then the
+and calls through. A wrapper left in place after the last guard stopped (a mock that was started
+while we were active puts it back when it stops) is inert: with no guard it calls through before
+any predicate runs. On the loop: the target's predicate (can this call block at all?), then the
 policy's decision (where was it made: user code, machinery, an allowed module, out of scope?),
 then ``actions.act`` by the innermost guard's mode. Data flows one way from here: nothing in
 ``actions`` or below calls back into this module.
@@ -47,6 +49,8 @@ def make_handler(target: Target) -> Handler:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
                 return wrapped(*args, **kwargs)
+        if not state.guards:  # left behind after the last guard stopped: inert
+            return wrapped(*args, **kwargs)
         if predicate is not None:
             try:
                 blocks = predicate(instance, args, kwargs)
@@ -74,6 +78,8 @@ def make_method(target: Target, original: Any) -> Callable[..., Any]:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
                 return original(self, *args, **kwargs)
+        if not state.guards:
+            return original(self, *args, **kwargs)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, kwargs)
@@ -105,6 +111,8 @@ def _make_positional_method(target: Target, original: Any) -> Callable[..., Any]
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
                 return original(self, *args)
+        if not state.guards:
+            return original(self, *args)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, no_kwargs)

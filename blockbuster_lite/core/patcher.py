@@ -25,6 +25,7 @@ from .hotpath import make_handler, make_method
 from .loop import note_trio_imported, on_loop_thread, trio_state
 from .report import logger
 from .targets import Predicate, Target
+from .transparent import Wrapper, shadow, unshadow
 
 __all__ = ["Predicate", "Target", "patcher"]
 
@@ -37,6 +38,9 @@ class _Applied:
     original: Any
     replacement: Any
     asyncio_only: bool = False  # a wrapt wrapper enabled by asyncio's running loop alone
+
+
+_MISSING = object()
 
 
 class ActivationError(RuntimeError):
@@ -52,18 +56,22 @@ def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
     Module-level functions become ``wrapt.FunctionWrapper``s whose ``enabled`` is asyncio's C
     ``_get_running_loop``: off the loop wrapt calls the original from C, with no Python frame.
     Once trio is imported they are rebuilt with ``on_loop_thread``, which also sees trio runs.
-    Methods on classes become plain functions (see ``make_method``).
+    Methods on classes become plain functions (see ``make_method``), named after where they are
+    installed so that pickle finds them there (``socket.socket.send``).
     """
     if target.replace is not None:
         return target.replace(original), False
     if isinstance(owner, type) and isinstance(original, _PLAIN_METHODS):
-        return functools.update_wrapper(make_method(target, original), original), False
+        method = functools.update_wrapper(make_method(target, original), original)
+        method.__module__, method.__qualname__ = target.module, target.path
+        return method, False
     if trio_state.run_context is None:
         enabled: Any = _get_running_loop
         asyncio_only = True
     else:
         enabled, asyncio_only = on_loop_thread, False
-    return wrapt.FunctionWrapper(original, make_handler(target), enabled=enabled), asyncio_only
+    location = (target.module, target.path)
+    return Wrapper(original, make_handler(target), enabled, location), asyncio_only
 
 
 def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
@@ -77,8 +85,13 @@ def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:
     raise AttributeError(name)
 
 
-def _resolve(module: Any, target: Target) -> _Applied | None:
-    """Find the target's owner and original, and build its replacement (None: no such name)."""
+def _resolve(module: Any, target: Target, ours: dict[int, _Applied]) -> _Applied | None:
+    """Find the target's owner and original, and build its replacement (None: no such name).
+
+    Finding one of our own replacements there (left behind: a mock started while we were active
+    put it back after the last guard stopped), we take its original, never wrap it again, and
+    reuse it when it still fits.
+    """
     *parents, name = target.path.split(".")
     owner = module
     try:
@@ -88,6 +101,17 @@ def _resolve(module: Any, target: Target) -> _Applied | None:
     except AttributeError:
         logger.debug("blockbuster_lite: %s has no %s", target.module, target.path)
         return None
+    previous = ours.get(id(original))
+    if previous is not None and previous.replacement is original:
+        if previous.owner is owner:
+            had_own = previous.had_own
+        if previous.target is target and not (
+            previous.asyncio_only and trio_state.run_context is not None
+        ):
+            return _Applied(
+                target, owner, name, had_own, previous.original, original, previous.asyncio_only
+            )
+        original = previous.original
     replacement, asyncio_only = _build(target, owner, original)
     return _Applied(target, owner, name, had_own, original, replacement, asyncio_only)
 
@@ -101,10 +125,10 @@ def _unchanged(module: Any, applied: _Applied) -> bool:
         owner = getattr(owner, part, None)
     if owner is not applied.owner:
         return False
-    own = vars(owner)
-    if applied.had_own:
-        return own.get(applied.name) is applied.original
-    return applied.name not in own
+    current = vars(owner).get(applied.name, _MISSING)
+    if current is applied.replacement:  # left behind after the last guard stopped
+        return True
+    return current is (applied.original if applied.had_own else _MISSING)
 
 
 class Patcher:
@@ -116,6 +140,9 @@ class Patcher:
         #: Replacements built before, reused while their original is unchanged (activation is
         #: then a few attribute look-ups and assignments).
         self._built: dict[tuple[str, str], _Applied] = {}
+        #: Every replacement ever installed, by id (the entry keeps it alive, so ids stay
+        #: unique): to recognise our own wrapper where a mock put it back.
+        self._ours: dict[int, _Applied] = {}
         self.refcount = 0
 
     def register(self, targets: Iterable[Target]) -> None:
@@ -140,6 +167,7 @@ class Patcher:
             self.refcount -= 1
             if self.refcount == 0:
                 self._uninstall(list(self._applied.values()))
+                unshadow()
 
     def applied(self) -> list[str]:
         return sorted(f"{a.target.module}:{a.target.path}" for a in self._applied.values())
@@ -154,6 +182,7 @@ class Patcher:
                     installed.extend(self._install(module, targets))
         except BaseException:
             self._uninstall(installed)
+            unshadow()
             raise
         for module_name in [*self._targets, "trio"]:
             if module_name not in self._hooked:
@@ -186,6 +215,7 @@ class Patcher:
                     item.target, item.owner, item.name, item.had_own, item.original,
                     replacement, asyncio_only,
                 )  # fmt: skip
+                self._ours.setdefault(id(replacement), self._applied[key])
 
     def _install(self, module: Any, targets: list[Target]) -> list[_Applied]:
         done: list[_Applied] = []
@@ -196,7 +226,7 @@ class Patcher:
                     continue
                 applied = self._built.get(key)
                 if applied is None or applied.target is not target or not _unchanged(module, applied):
-                    applied = _resolve(module, target)
+                    applied = _resolve(module, target, self._ours)
                     if applied is None:
                         continue
                 try:
@@ -206,10 +236,12 @@ class Patcher:
                         f"could not patch {target.module}.{target.path}: {exc}"
                     ) from exc
                 self._applied[key] = self._built[key] = applied
+                self._ours.setdefault(id(applied.replacement), applied)
                 done.append(applied)
         except BaseException:
             self._uninstall(done)
             raise
+        shadow(applied.original for applied in done)
         return done
 
     def _uninstall(self, applied: list[_Applied]) -> None:

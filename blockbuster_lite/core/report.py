@@ -297,17 +297,55 @@ def apply_warning_options(options: list[str]) -> None:
 
 
 def warn_violation(violation: Violation, module: str | None) -> None:
-    """Issue the BlockingCallWarning for ``violation`` at its site, through ``warnings``' filters."""
+    """Issue the BlockingCallWarning for ``violation`` at its site, through ``warnings``' filters.
+
+    Warn mode never raises into the program because of a blanket error filter (``-W error``,
+    pytest's ``filterwarnings = error``, ``simplefilter("error")``): the warning is then shown as
+    the ``default`` action would show it (``warnings.showwarning``: stderr, or pytest's warnings
+    summary). Only an ``error`` filter whose category is ``BlockingCallWarning`` itself turns it
+    into an exception: an explicit opt-in.
+    """
     import warnings
 
-    warnings.warn_explicit(
-        format_message(violation),
-        BlockingCallWarning,
-        violation.filename,
-        violation.lineno,
-        module=module or None,
-        registry=None,
-    )
+    text = format_message(violation)
+    try:
+        warnings.warn_explicit(
+            text,
+            BlockingCallWarning,
+            violation.filename,
+            violation.lineno,
+            module=module or None,
+            registry=None,
+        )
+    except BlockingCallWarning as exc:
+        if error_asked_for(text, module, violation.filename, violation.lineno):
+            raise
+        warnings.showwarning(exc, BlockingCallWarning, violation.filename, violation.lineno)
+
+
+def error_asked_for(text: str, module: str | None, filename: str, lineno: int) -> bool:
+    """The filter ``warnings`` applies to this warning is an ``error`` naming our class."""
+    import warnings
+
+    if not module:  # what warn_explicit matches when given no module
+        module = filename[:-3] if filename.endswith(".py") else filename or "<unknown>"
+    for action, message, category, module_pattern, filter_lineno in warnings.filters:
+        if (
+            _matches(message, text)
+            and issubclass(BlockingCallWarning, category)
+            and _matches(module_pattern, module)
+            and filter_lineno in (0, lineno)
+        ):
+            return action == "error" and category is BlockingCallWarning
+    return False
+
+
+def _matches(pattern: Any, text: str) -> bool:
+    if pattern is None:
+        return True
+    if isinstance(pattern, str):  # CPython's internal default filters hold plain text
+        return pattern == text
+    return bool(pattern.match(text))
 
 
 def render_stack(frame: FrameType | None) -> tuple[str, ...]:

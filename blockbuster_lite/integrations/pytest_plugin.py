@@ -3,8 +3,10 @@
 Settings, highest precedence first: ``@pytest.mark.blockbuster(mode=..., allow=[...])`` on the
 test, ``--blockbuster-mode``, ``BLOCKBUSTER_LITE_MODE``, the ini key ``blockbuster_mode``, and the
 default ``off``, so installing the package changes no test suite until asked. A test that
-requests the ``blockbuster`` fixture, or carries the marker without a mode, defaults to ``raise``
-instead. Allow rules come from ``BLOCKBUSTER_LITE_ALLOW`` (or else the ini key
+requests our ``blockbuster`` fixture, or carries the marker without a mode, defaults to ``raise``
+instead. A project's own fixture named ``blockbuster`` (blockbuster's README recipe) overrides
+ours, pytest's rule, and then means nothing to the plugin: the plugin looks at the fixture
+definition in force for the test, not at the name. Allow rules come from ``BLOCKBUSTER_LITE_ALLOW`` (or else the ini key
 ``blockbuster_allow``), plus the marker's own; ``BLOCKBUSTER_LITE_SCOPE`` applies too.
 
 Each test gets a fresh guard for its setup, call and teardown, so blocking calls in async fixtures
@@ -169,7 +171,7 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
     settings = item.config.stash[_settings_key]
     mode, allow, scope = settings.mode, settings.allow, settings.scope
     configured = settings.source != DEFAULT_SOURCE
-    if not configured and "blockbuster" in getattr(item, "fixturenames", ()):
+    if not configured and _wants_our_fixture(item):
         mode, configured = "raise", True
     marker = item.get_closest_marker("blockbuster")
     if marker is None:
@@ -201,6 +203,24 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
         pytest.fail(str(exc), pytrace=False)
 
 
+def _wants_our_fixture(item: pytest.Item) -> bool:
+    """The test uses the plugin's ``blockbuster`` fixture, not a project fixture of that name.
+
+    The definitions are innermost last; an override that requests ``blockbuster`` itself (the
+    parent-fixture pattern) still uses ours.
+    """
+    if "blockbuster" not in getattr(item, "fixturenames", ()):
+        return False
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.get("blockbuster", ()) if info is not None else ()
+    for definition in reversed(definitions):
+        if getattr(definition.func, "__module__", None) == __name__:
+            return True
+        if "blockbuster" not in definition.argnames:
+            return False
+    return False
+
+
 def _observe(violation: Violation) -> None:
     """Keep the raise-mode violations decided by the running test's own guard."""
     from ..core.config import Mode
@@ -219,7 +239,7 @@ def _begin(item: pytest.Item) -> None:
     mode, allow, scope = settings
     state_module = sys.modules.get("blockbuster_lite.core.state")
     others_active = state_module is not None and bool(state_module.state.guards)
-    wants_fixture = "blockbuster" in getattr(item, "fixturenames", ())
+    wants_fixture = _wants_our_fixture(item)
     if mode == "off" and not others_active and not wants_fixture:
         return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ..core.guard import Guard

@@ -8,7 +8,10 @@ activate the same way; forked workers (gunicorn) inherit the patched process.
 
 A bad value never stops the interpreter: ``activate_at_startup()`` prints one line naming the
 variable to stderr and the program runs without the sanitizer (a typo must not break pip or
-every other tool in the virtualenv). ``python -I`` and ``python -S`` skip ``.pth`` files, so they
+every other tool in the virtualenv). Nor does a broken install: the ``.pth`` line wraps its
+import in ``try`` (inside an ``exec`` string, since ``site`` runs only lines that start with
+``import``), so a stale ``.pth`` left after an uninstall, or a package that fails to import,
+prints one line naming the file or the error and the fix, never a traceback. ``python -I`` and ``python -S`` skip ``.pth`` files, so they
 skip the hook too.
 
 Start-up grace (raise mode only, unless ``BLOCKBUSTER_LITE_STRICT_STARTUP=1``): while a server
@@ -77,7 +80,9 @@ def activate_at_startup(environ: Mapping[str, str] | None = None) -> Guard | Non
         _complain(f"{exc}; running without the sanitizer")
     except Exception as exc:
         _complain(
-            f"could not activate ({type(exc).__name__}: {exc}); running without the sanitizer"
+            f"could not activate ({type(exc).__name__}: {exc}); running without the sanitizer "
+            "(reinstall it: pip install --force-reinstall blockbuster-lite, or unset "
+            "BLOCKBUSTER_LITE_MODE)"
         )
     return None
 
@@ -102,8 +107,9 @@ def _activate(environ: Mapping[str, str]) -> Guard | None:
 
 
 def _complain(message: str) -> None:
+    line = " ".join(message.split())  # one line, whatever the exception's text
     with contextlib.suppress(OSError, ValueError):
-        print(f"blockbuster_lite: {message}", file=sys.stderr, flush=True)
+        print(f"blockbuster_lite: {line}", file=sys.stderr, flush=True)
 
 
 def _begin_grace() -> None:

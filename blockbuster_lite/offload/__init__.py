@@ -128,7 +128,7 @@ class _OffloadSupport:
         except ImportError as exc:  # anyio (or what it needs) is not installed
             raise ConfigError(
                 f"mode 'offload' from {source} needs the {exc.name or 'anyio'!r} package: "
-                "pip install 'blockbuster_lite[offload]'"
+                "pip install 'blockbuster-lite[offload]'"
             ) from exc
         require_offload(source)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,8 +47,24 @@ def _large_size(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> boo
 class OffloadingFile(wrapt.ObjectProxy[Any]):
     """A file object opened by an offloaded ``open()``: its large reads and writes are offloaded.
 
-    Everything else is the real file's (``isinstance`` checks pass; ``type()`` is this proxy).
+    Everything else is the real file's (``isinstance`` checks pass; ``type()`` is this proxy):
+    it prints, copies and pickles as the file does (files refuse, with the file's ``TypeError``).
     """
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__wrapped__.__reduce_ex__(protocol)
+
+    def __reduce__(self) -> Any:
+        return self.__wrapped__.__reduce__()
+
+    def __copy__(self) -> Any:
+        return copy.copy(self.__wrapped__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self.__wrapped__, memo)
 
     def __enter__(self) -> OffloadingFile:
         self.__wrapped__.__enter__()

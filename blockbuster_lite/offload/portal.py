@@ -38,7 +38,7 @@ __all__ = (
 
 T = TypeVar("T")
 
-NO_GREENBACK = "the 'greenback' package is missing (pip install 'blockbuster_lite[offload]')"
+NO_GREENBACK = "the 'greenback' package is missing (pip install 'blockbuster-lite[offload]')"
 NOT_IN_TASK = "not inside a task (a loop callback, e.g. from call_soon, cannot wait for a thread)"
 NO_PORTAL = (
     "no portal in this task (await blockbuster_lite.offload.ensure_portal() in it, decorate its "
@@ -48,16 +48,45 @@ NO_PORTAL = (
 BEING_CANCELLED = "the task is being cancelled (the call runs in place so clean-up code completes)"
 
 
+#: The oldest anyio offload mode runs on (tested with 3.7.1 and 4.x).
+MIN_ANYIO = (3, 7)
+
+
 def require_offload(source: str) -> None:
-    """Check that offload mode can run: greenback is importable and its settings are valid."""
+    """Check that offload mode can run: greenback is importable, anyio recent enough, and the
+    offload settings are valid."""
     if greenback is None:
         raise ConfigError(
             f"mode 'offload' from {source} needs the 'greenback' package: "
-            "pip install 'blockbuster_lite[offload]'"
+            "pip install 'blockbuster-lite[offload]'"
+        )
+    version = anyio_version()
+    if version is not None and version < MIN_ANYIO:
+        raise ConfigError(
+            f"mode 'offload' from {source} needs anyio {'.'.join(map(str, MIN_ANYIO))} or later "
+            f"(this environment has anyio {'.'.join(map(str, version))}): "
+            "pip install 'blockbuster-lite[offload]'"
         )
     offload_capacity()
     file_capacity()
     saturation_threshold()
+
+
+def anyio_version() -> tuple[int, ...] | None:
+    """anyio's installed (major, minor), None when its metadata cannot be read."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("anyio")
+    except PackageNotFoundError:
+        return None
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or None
 
 
 def offload_active() -> bool:
@@ -142,7 +171,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> None:
     if greenback is None:
         raise ConfigError(
             "install_task_factory() needs the 'greenback' package: "
-            "pip install 'blockbuster_lite[offload]'"
+            "pip install 'blockbuster-lite[offload]'"
         )
     loop = loop or asyncio.get_running_loop()
     current = loop.get_task_factory()

@@ -5,6 +5,7 @@ waits through its portal; the context variables it set are copied back into the 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -20,6 +21,14 @@ from .portal import greenback as greenback
 __all__ = ("run_offloaded",)
 
 T = TypeVar("T")
+
+#: anyio 4.1 renamed ``to_thread.run_sync``'s ``cancellable`` to ``abandon_on_cancel``; anyio 3.7
+#: and 4.0 know only the old name.
+_ABANDON_ON_CANCEL = (
+    "abandon_on_cancel"
+    if "abandon_on_cancel" in inspect.signature(anyio.to_thread.run_sync).parameters
+    else "cancellable"
+)
 
 
 def _private_vars() -> frozenset[contextvars.ContextVar[Any]]:
@@ -89,7 +98,8 @@ class _Job:
             finally:
                 self.finished = True
 
-        return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
+        options: dict[str, Any] = {_ABANDON_ON_CANCEL: True, "limiter": limiter}
+        return await anyio.to_thread.run_sync(in_worker, **options)
 
 
 def run_offloaded(

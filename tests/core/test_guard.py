@@ -7,6 +7,7 @@ guard to end puts every original object back (``is`` identity).
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import os
 import socket
 import sqlite3
@@ -351,6 +352,7 @@ def test_a_target_that_cannot_be_installed_rolls_everything_back(
     assert patcher.applied() == []
     assert time.sleep is original
     assert differences(before, patched_names()) == []
+    assert types.BuiltinFunctionType not in copyreg.dispatch_table  # no pickling hook left either
     with bl.intercept("raise"):  # and the next activation works
         assert time.sleep is not original
 

@@ -481,3 +481,94 @@ async def test_relaxes_a_block():
         time.sleep(0.01)
 """)  # fmt: skip
     pytester.runpytest_subprocess("--blockbuster-mode=raise").assert_outcomes(passed=2)
+
+
+PROJECT_FIXTURE_CONFTEST = """
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request):
+    # blockbuster's README recipe, or a project's own: yields nothing for unchecked tests
+    yield None
+"""
+
+
+def test_a_project_fixture_named_blockbuster_means_nothing_to_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(PROJECT_FIXTURE_CONFTEST)
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_autouse_project_fixture(blockbuster):
+    assert blockbuster is None
+    time.sleep(0.001)
+    assert type(time.sleep).__name__ == "builtin_function_or_method"
+
+
+@pytest.mark.asyncio
+async def test_requested_by_name(blockbuster):
+    time.sleep(0.001)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["blockbuster_lite: mode=off (from default)"])
+    result.assert_outcomes(passed=2)
+
+
+def test_the_plugins_own_surfaces_still_work_beside_a_project_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(PROJECT_FIXTURE_CONFTEST)
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.blockbuster
+async def test_marked():
+    time.sleep(0.001)
+
+
+@pytest.mark.asyncio
+async def test_unmarked(blockbuster):
+    assert blockbuster is None
+    time.sleep(0.001)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["*Blocking call to time.sleep() *test_marked*"])
+    result.assert_outcomes(passed=1, failed=1)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
+    result.assert_outcomes(failed=2)
+
+
+def test_an_override_that_requests_ours_still_uses_ours(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+import pytest
+
+
+@pytest.fixture
+def blockbuster(blockbuster):
+    blockbuster.seen_by_project = True
+    return blockbuster
+""")  # fmt: skip
+    write(pytester, """
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_checked(blockbuster):
+    assert blockbuster.seen_by_project and blockbuster.mode == "raise"
+    time.sleep(0.001)
+""")  # fmt: skip
+    result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(["*Blocking call to time.sleep() *test_checked*"])
+    result.assert_outcomes(failed=1)

@@ -517,11 +517,34 @@ def test_missing_greenback_is_a_clear_error() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    needs = "needs the 'greenback' package: pip install 'blockbuster_lite[offload]'"
+    needs = "needs the 'greenback' package: pip install 'blockbuster-lite[offload]'"
     assert f"intercept: mode 'offload' from intercept() {needs}" in result.stdout, result.stdout
     assert f"env: mode 'offload' from BLOCKBUSTER_LITE_MODE {needs}" in result.stdout
     assert "portal: False" in result.stdout
     assert "warn mode works" in result.stdout
+
+
+def test_offload_mode_refuses_an_anyio_older_than_3_7(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blockbuster_lite.offload import portal
+
+    assert portal.anyio_version() >= (3, 7)  # type: ignore[operator]
+    monkeypatch.setattr(portal, "anyio_version", lambda: (3, 6))
+    with pytest.raises(bl.ConfigError) as info:
+        bl.intercept("offload")
+    assert str(info.value) == (
+        "mode 'offload' from intercept() needs anyio 3.7 or later (this environment has anyio "
+        "3.6): pip install 'blockbuster-lite[offload]'"
+    )
+
+
+def test_the_worker_uses_the_installed_anyios_name_for_abandoning_a_thread() -> None:
+    import inspect
+
+    import anyio.to_thread
+
+    from blockbuster_lite.offload import worker
+
+    assert worker._ABANDON_ON_CANCEL in inspect.signature(anyio.to_thread.run_sync).parameters
 
 
 def test_tasks_given_portals_keep_anyio_task_group_semantics() -> None:
