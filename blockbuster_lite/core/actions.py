@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from .report import (
     Violation,
     current_thread_name,
     format_message,
+    library_advice,
     logger,
     render_stack,
     warn_violation,
@@ -34,11 +36,12 @@ from .state import ActiveGuard, reentrant, request_context, state
 if TYPE_CHECKING:
     from .targets import Target
 
-__all__ = ["act", "build_violation", "log_failure", "record", "warn"]
+__all__ = ["act", "build_violation", "log_failure", "note_trivial", "record", "warn"]
 
 NO_OFFLOAD = "offload support is not loaded (import blockbuster_lite.offload)"
 
 _failures_logged: set[tuple[str, type[BaseException]]] = set()
+_trivial_logged: set[tuple[str, object]] = set()
 
 
 def act(
@@ -50,6 +53,14 @@ def act(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    """Apply the guard's mode to one blocking call.
+
+    Warn mode warns *after* the call, so the warning carries how long it blocked; when the
+    warnings filters turn our warning into an error (``-W error::BlockingCallWarning``) it warns
+    before the call instead, so the call never runs, as in raise mode. Either way warn mode
+    never changes what the program does unless the user asked for the error.
+    """
+    __tracebackhide__ = True
     mode = guard.effective_mode()
     advice = target.advice
     call = call_name(target, instance, args, kwargs)
@@ -75,26 +86,76 @@ def act(
         if guard.first_report(violation):
             logger.warning("%s", format_message(violation))
         raise BlockingCallError(violation)
+    deferred = False
     if mode is Mode.WARN and guard.first_report(violation):
-        warn(violation, site)
+        if _warning_is_error(violation, site):
+            warn(violation, site)
+        else:
+            deferred = True
     token = reentrant.set(True)
     start = time.perf_counter()
     try:
-        return wrapped(*args, **kwargs)
-    finally:
-        duration = time.perf_counter() - start
-        reentrant.reset(token)
-        after_call(violation, mode, duration)
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        after_call(violation, mode, time.perf_counter() - start, None, token)
+        raise
+    after_call(violation, mode, time.perf_counter() - start, site if deferred else None, token)
+    return result
 
 
-def after_call(violation: Violation, mode: Mode, duration: float) -> None:
+def after_call(
+    violation: Violation, mode: Mode, duration: float, warn_at: Site | None, token: Any
+) -> None:
+    """Record the call with its duration; log it (log mode) or warn (warn mode, deferred)."""
+    reentrant.reset(token)
     try:
         violation = replace(violation, duration_s=duration)
         record(violation)
         if mode is Mode.LOG:
-            logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
+            logger.warning("%s", format_message(violation))
     except Exception as exc:
         log_failure(violation.call, exc)
+        return
+    if warn_at is not None:
+        warn(violation, warn_at)
+
+
+def _warning_is_error(violation: Violation, site: Site) -> bool:
+    """Would ``warnings`` raise our warning at this site? (The first matching filter decides.)"""
+    try:
+        text = format_message(violation)
+        module = site.info.module
+        for action, message, category, module_re, lineno in warnings.filters:
+            if (
+                issubclass(BlockingCallWarning, category)
+                and (message is None or message.match(text))
+                and (module_re is None or module_re.match(module))
+                and (lineno == 0 or lineno == violation.lineno)
+            ):
+                return action == "error"
+    except Exception as exc:
+        log_failure("the warnings filters", exc)
+    return False
+
+
+def note_trivial(target: Target, site: Site) -> None:
+    """A KNOWN_TRIVIAL library call: logged once per call site at DEBUG, never reported."""
+    key = (target.call, site.frame.f_code)
+    if key in _trivial_logged:
+        return
+    _trivial_logged.add(key)
+    token = reentrant.set(True)
+    try:
+        library = site.library.info if site.library is not None else site.info
+        logger.debug(
+            "blockbuster_lite: known-trivial %s() in %s.%s allowed (%s); "
+            "default_allow=False / BLOCKBUSTER_LITE_DEFAULT_ALLOW=0 checks it",
+            target.call, library.module, library.qualname, site.trivial,
+        )  # fmt: skip
+    except Exception as exc:
+        log_failure(f"known-trivial {target.call}", exc)
+    finally:
+        reentrant.reset(token)
 
 
 def call_name(
@@ -114,6 +175,12 @@ def build_violation(
     target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
 ) -> Violation:
     context = request_context.get()
+    library = site.library
+    library_frame = None
+    if library is not None:
+        library_frame = (library.info.filename, library.frame.f_lineno, library.info.qualname)
+        advice = advice.replace(target.advice, library_advice(library.info.module,
+                                                              library.info.filename))  # fmt: skip
     return Violation(
         call=call or target.call,
         filename=site.info.filename,
@@ -125,6 +192,7 @@ def build_violation(
         task_name=current_task_name(),
         context=dict(context) if context else {},
         advice=advice,
+        library_frame=library_frame,
     )
 
 

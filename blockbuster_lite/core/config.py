@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "ENV_ALLOW",
+    "ENV_DEFAULT_ALLOW",
     "ENV_MODE",
     "ENV_SCOPE",
     "ENV_WATCHDOG_MS",
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Mode",
     "parse_allow",
+    "parse_bool",
     "parse_mode",
     "parse_scope",
     "parse_watchdog_ms",
@@ -139,6 +141,24 @@ ENV_MODE = "BLOCKBUSTER_LITE_MODE"
 ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
 ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
 ENV_WATCHDOG_MS = "BLOCKBUSTER_LITE_WATCHDOG_MS"
+ENV_DEFAULT_ALLOW = "BLOCKBUSTER_LITE_DEFAULT_ALLOW"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(value: object, source: str, default: bool = True) -> bool:
+    """``1/0, true/false, yes/no, on/off`` (or a bool); empty means ``default``."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "":
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"invalid value {value!r} from {source} (expected 1/0, true/false, yes/no)")
 
 
 def parse_watchdog_ms(value: str, source: str) -> float | None:
@@ -168,6 +188,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         "allow": [rule.text for rule in parse_allow(env.get(ENV_ALLOW, ""), ENV_ALLOW)],
         "scope": parse_scope(env.get(ENV_SCOPE) or None, ENV_SCOPE),
         "watchdog": parse_watchdog_ms(env.get(ENV_WATCHDOG_MS, ""), ENV_WATCHDOG_MS),
+        "default_allow": parse_bool(env.get(ENV_DEFAULT_ALLOW, ""), ENV_DEFAULT_ALLOW),
     }
     if mode is Mode.OFF:
         return None

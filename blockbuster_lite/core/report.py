@@ -35,6 +35,8 @@ class Violation:
     the stack. ``stack`` lists ``file:line in function`` from the outermost frame to that one.
     ``action`` is the mode that was applied (a watchdog stall uses ``Mode.LOG`` or ``Mode.WARN``).
     ``duration_s`` is how long the call blocked, None when it did not run (raise mode).
+    ``library_frame`` is ``(filename, lineno, function)`` of the innermost library frame when a
+    library (site-packages) made the call, else None.
     """
 
     call: str
@@ -49,6 +51,7 @@ class Violation:
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     advice: str = field(default=DEFAULT_ADVICE, compare=False, repr=False)
     kind: str = "call"  # "call" for a patched call, "stall" for a watchdog report
+    library_frame: tuple[str, int, str] | None = field(default=None, compare=False)
 
     @property
     def thread(self) -> str:
@@ -79,6 +82,25 @@ def display_path(filename: str) -> str:
     return filename if relative.startswith("..") else relative
 
 
+def library_path(filename: str) -> str:
+    """A library file as its import path shows it: ``asyncpg/connect_utils.py``."""
+    for marker in ("site-packages", "dist-packages"):
+        head, found, tail = filename.rpartition(marker + os.sep)
+        if found:
+            return tail.replace(os.sep, "/")
+    return display_path(filename)
+
+
+def library_advice(module: str, filename: str) -> str:
+    """The fix for a call made inside a library: an allow rule to copy, or offload its caller."""
+    rule = module or library_path(filename)
+    package = rule.split(".", 1)[0].split("/", 1)[0]
+    return (
+        f'allow it with BLOCKBUSTER_LITE_ALLOW={rule} or allow=["{rule}"]; or use {package}\'s '
+        "async API, or offload the call into it with await anyio.to_thread.run_sync(...)"
+    )
+
+
 def format_message(violation: Violation) -> str:
     where = f"{violation.site} in {violation.function}"
     if violation.kind == "stall":
@@ -88,10 +110,22 @@ def format_message(violation: Violation) -> str:
         # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT 1)"
         call = violation.call if "(" in violation.call else f"{violation.call}()"
         head = f"Blocking call to {call} in async context at {where}"
+        library = violation.library_frame
+        if library is not None and library[:2] != (violation.filename, violation.lineno):
+            head += f" (inside {library_path(library[0])}:{library[1]} in {library[2]})"
     route = violation.context.get("route") or violation.context.get("path")
     if route:
         head += f" (request {violation.context.get('method', '')} {route})".replace("( ", "(")
-    return f"{head}; {violation.advice}"
+    return f"{head}; {violation.advice}{_duration_text(violation)}"
+
+
+def _duration_text(violation: Violation) -> str:
+    if violation.kind != "call" or violation.duration_s is None:
+        return ""
+    milliseconds = violation.duration_s * 1000
+    if violation.action is Mode.OFFLOAD:
+        return f" (ran {milliseconds:.1f} ms in a worker thread, off the loop)"
+    return f" (blocked {milliseconds:.1f} ms)"
 
 
 class BlockingCallError(RuntimeError):
