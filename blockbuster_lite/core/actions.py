@@ -29,6 +29,7 @@ from .report import (
     library_advice,
     logger,
     render_stack,
+    report_text,
     warn_violation,
 )
 from .state import ActiveGuard, reentrant, request_context, state
@@ -84,7 +85,7 @@ def act(
     if mode is Mode.RAISE:
         record(violation)
         if guard.first_report(violation):
-            logger.warning("%s", format_message(violation))
+            logger.warning("%s", report_text(violation))
         raise BlockingCallError(violation)
     deferred = False
     if mode is Mode.WARN and guard.first_report(violation):
@@ -112,7 +113,7 @@ def after_call(
         violation = replace(violation, duration_s=duration)
         record(violation)
         if mode is Mode.LOG:
-            logger.warning("%s", format_message(violation))
+            logger.warning("%s", report_text(violation))
     except Exception as exc:
         log_failure(violation.call, exc)
         return

@@ -141,6 +141,11 @@ class Patcher:
             if self.refcount == 0:
                 self._uninstall(list(self._applied.values()))
 
+    def registered(self) -> int:
+        """How many targets are known (patched now, or when their module is imported)."""
+        with self._lock:
+            return sum(len(targets) for targets in self._targets.values())
+
     def applied(self) -> list[str]:
         return sorted(f"{a.target.module}:{a.target.path}" for a in self._applied.values())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ __all__ = [
     "Violation",
     "format_message",
     "logger",
+    "worker_tag",
 ]
 
 logger = logging.getLogger("blockbuster_lite")
@@ -173,12 +175,40 @@ def apply_warning_options(options: list[str]) -> None:
         )
 
 
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork)
+
+
+def worker_tag() -> str:
+    """`` [pid N]`` in a worker process (forked, e.g. gunicorn, or spawned by multiprocessing,
+    e.g. ``uvicorn --workers``), so lines from several workers can be told apart; else ``""``."""
+    if not _forked:
+        multiprocessing = sys.modules.get("multiprocessing")
+        parent = getattr(multiprocessing, "parent_process", None)
+        if parent is None or parent() is None:
+            return ""
+    return f" [pid {os.getpid()}]"
+
+
+def report_text(violation: Violation) -> str:
+    """The message as warnings and log records show it: with the worker's pid, if any."""
+    return format_message(violation) + worker_tag()
+
+
 def warn_violation(violation: Violation, module: str | None) -> None:
     """Issue the BlockingCallWarning for ``violation`` at its site, through ``warnings``' filters."""
     import warnings
 
     warnings.warn_explicit(
-        format_message(violation),
+        report_text(violation),
         BlockingCallWarning,
         violation.filename,
         violation.lineno,

@@ -36,6 +36,8 @@ class _State:
     observers: tuple[Callable[[Violation], None], ...] = ()
     #: Calls checked on a loop thread under an active guard (the exit summary's "checked calls").
     checked_calls: int = 0
+    #: HTTP requests seen by the ASGI middleware (the exit summary's "requests").
+    requests_served: int = 0
 
 
 state = _State()

@@ -32,7 +32,7 @@ from ..core.report import BlockingCallError, Violation
 from ..core.state import request_context, state
 from .startup import end_startup
 
-__all__ = ("BlockBusterMiddleware", "RequestContext", "route_stats")
+__all__ = ("HANDLED", "BlockBusterMiddleware", "RequestContext", "route_stats")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +43,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("blockbuster_lite.asgi")
 
 _KEYS = ("method", "path", "route")
+#: Scope key set by the outermost middleware; an inner one (zero-code instrumentation plus a
+#: middleware added by hand) passes the request straight through instead of handling it twice.
+HANDLED = "blockbuster_lite.handled"
 _counts_lock = threading.Lock()
 _totals: dict[str, Counter[str]] = {}
 _in_flight = 0
@@ -214,6 +217,11 @@ class BlockBusterMiddleware:
             await self.app(scope, receive, send)
             return
         self._start_serving()
+        if scope.get(HANDLED):
+            await self.app(scope, receive, send)
+            return
+        scope[HANDLED] = True
+        state.requests_served += 1
         context = RequestContext(scope, self)
         status: int | None = None
 

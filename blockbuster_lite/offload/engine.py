@@ -51,7 +51,7 @@ import anyio
 
 from ..core.actions import build_violation, log_failure, record, warn
 from ..core.config import Mode
-from ..core.report import Violation, format_message, logger
+from ..core.report import Violation, logger, report_text
 from ..core.state import reentrant
 from .files import OffloadingFile
 from .portal import (
@@ -193,7 +193,7 @@ def _poll(acquire: Callable[[bool], bool], timeout: float | None) -> bool:
 def _log_offloaded(violation: Violation) -> None:
     token = reentrant.set(True)
     try:
-        logger.warning("%s", format_message(violation))
+        logger.warning("%s", report_text(violation))
     finally:
         reentrant.reset(token)
 
