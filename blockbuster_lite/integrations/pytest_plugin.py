@@ -34,6 +34,7 @@ import pytest
 if TYPE_CHECKING:
     from ..core.guard import Guard
     from ..core.report import Violation
+    from .pytest_report import SuiteSites
 
 __all__ = ["MODE_HELP", "Settings", "resolve_settings"]
 
@@ -68,6 +69,7 @@ class Settings:
 @dataclass
 class _TestRun:
     guard: Guard
+    nodeid: str = ""
     #: Violations this test's guard decided in raise mode (swallowed or not).
     raised: list[Violation] = field(default_factory=list)
 
@@ -75,6 +77,7 @@ class _TestRun:
 _settings_key = pytest.StashKey[Settings]()
 _run_key = pytest.StashKey[_TestRun]()
 _current: _TestRun | None = None
+_sites: SuiteSites | None = None  # every call site the tests' own guards saw, for the summary
 
 
 TestSettings = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # mode, allow, scope
@@ -196,8 +199,12 @@ def _observe(violation: Violation) -> None:
     from ..core.state import state
 
     run = _current
-    if run is not None and violation.action is Mode.RAISE and state.guards[-1:] == (run.guard,):
-        run.raised.append(violation)
+    if run is None or state.guards[-1:] != (run.guard,):
+        return
+    if violation.action is Mode.RAISE:
+        run.raised.append(violation)  # reported at the end of the test, unless acknowledged
+    elif _sites is not None:
+        _sites.add(violation, run.nodeid)
 
 
 def _begin(item: pytest.Item) -> None:
@@ -213,10 +220,14 @@ def _begin(item: pytest.Item) -> None:
         return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ..core.guard import Guard
     from ..core.state import state
+    from .pytest_report import SuiteSites
 
+    global _sites
+    if _sites is None:
+        _sites = SuiteSites()
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
-    run = _TestRun(Guard(mode, allow=allow, scope=scope, source="pytest plugin"))
+    run = _TestRun(Guard(mode, allow=allow, scope=scope, source="pytest plugin"), item.nodeid)
     item.stash[_run_key] = run
     _current = run
     run.guard.start()
@@ -228,7 +239,15 @@ def _end(item: pytest.Item) -> None:
     if run is not None:
         run.guard.stop()
         del item.stash[_run_key]
+        if _sites is not None:
+            for violation in _unacknowledged(run, 0):
+                _sites.add(violation, run.nodeid)
     _current = None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _sites:
+        _sites.write(terminalreporter)
 
 
 def _describe(violations: list[Violation], *, caught: bool = False) -> str:

@@ -1,0 +1,99 @@
+"""The pytest plugin's end-of-run report and tracebacks, through real pytest runs (pytester)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+"""
+
+ONE_HELPER_MANY_TESTS = """
+import asyncio
+import time
+
+import pytest
+
+
+def load_settings():
+    time.sleep(0.002)  # the one blocking helper
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range(5))
+async def test_uses_settings(n):
+    load_settings()
+
+
+@pytest.mark.asyncio
+async def test_other_site():
+    time.sleep(0.03)
+
+
+def test_sync_testclient_style():
+    async def app():
+        load_settings()
+    asyncio.run(app())  # a loop in a sync test (what TestClient's portal does): checked too
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY"):
+        monkeypatch.delenv(f"BLOCKBUSTER_LITE_{name}", raising=False)
+
+
+def write(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_sites=ONE_HELPER_MANY_TESTS)
+
+
+def test_raise_failures_are_grouped_by_call_site(pytester: pytest.Pytester) -> None:
+    write(pytester)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
+    result.assert_outcomes(failed=7)
+    result.stdout.fnmatch_lines([
+        "*= blockbuster_lite: tests failed by blocking calls, by call site =*",
+        "time.sleep() at test_sites.py:8 in load_settings: 6 call(s) in 6 test(s)",
+        "    first: test_sites.py::test_uses_settings[[]0[]], test_sites.py::test_uses_settings[[]1[]], "
+        "test_sites.py::test_uses_settings[[]2[]] (+3 more)",
+        "time.sleep() at test_sites.py:19 in test_other_site: 1 call(s) in 1 test(s)",
+    ])  # fmt: skip
+
+
+def test_the_traceback_ends_at_the_users_call(pytester: pytest.Pytester) -> None:
+    write(pytester)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise", "-k", "other_site")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    failure = text[text.index("_ test_other_site _"):text.index("Captured log call")]
+    assert ">       time.sleep(0.03)" in failure
+    assert "E       blockbuster_lite.core.report.BlockingCallError: Blocking call to time.sleep()" \
+        in failure  # fmt: skip
+    assert "hotpath.py" not in failure and "actions.py" not in failure, failure
+    assert failure.count("test_sites.py:") == 1, failure  # one frame: the test's own line
+
+
+def test_warn_mode_prints_a_per_site_table(pytester: pytest.Pytester) -> None:
+    write(pytester)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=warn")
+    result.assert_outcomes(passed=7, warnings=7)  # each test's own guard warns once per site
+    result.stdout.fnmatch_lines([
+        "*= blockbuster_lite: blocking calls by call site, worst first =*",
+        "   count   total ms   max ms  tests  call at site",
+        "       1 *3?.? *3?.?      1  time.sleep() at test_sites.py:19 in test_other_site",
+        "*first: test_sites.py::test_other_site",
+        "       6*      6  time.sleep() at test_sites.py:8 in load_settings",
+        "*first: test_sites.py::test_uses_settings[[]0[]]*(+3 more)",
+    ])  # fmt: skip
+
+
+def test_a_clean_run_prints_no_table(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_clean="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("--blockbuster-mode=warn")
+    result.assert_outcomes(passed=1)
+    assert "by call site" not in result.stdout.str()
