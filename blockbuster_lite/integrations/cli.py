@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import site
 import sys
+import sysconfig
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -109,8 +111,28 @@ def command_line(command: Sequence[str]) -> list[str]:
         return [sys.executable, *command]
     if _BARE_PYTHON.fullmatch(command[0]):
         return [sys.executable, *command[1:]]
+    own = environment_script(command[0])
+    if own is not None:
+        return [own, *command[1:]]
     return list(command)
 
+
+def script_directories() -> list[str]:
+    """Where this interpreter's environment installs console scripts (``bin/``, ``Scripts\\``)."""
+    directories = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    return list(dict.fromkeys(d for d in directories if d))
+
+
+def environment_script(name: str) -> str | None:
+    """``name``'s console script in this environment, when PATH does not find it (a virtualenv
+    that is not activated: ``.venv/bin/python -m blockbuster_lite -- uvicorn app:app``)."""
+    if os.sep in name or (os.altsep and os.altsep in name) or shutil.which(name) is not None:
+        return None
+    for directory in script_directories():
+        found = shutil.which(name, path=directory)
+        if found is not None:
+            return found
+    return None
 
 
 def hook_installed() -> bool:
