@@ -10,6 +10,7 @@ offload engine and the watchdog report through the functions here (``build_viola
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -98,7 +99,9 @@ def act(
     try:
         result = wrapped(*args, **kwargs)
     except BaseException:
-        after_call(violation, mode, time.perf_counter() - start, None, token)
+        with contextlib.suppress(BlockingCallWarning):  # the call's own exception wins
+            after_call(violation, mode, time.perf_counter() - start, site if deferred else None,
+                       token)  # fmt: skip
         raise
     after_call(violation, mode, time.perf_counter() - start, site if deferred else None, token)
     return result

@@ -260,9 +260,9 @@ def locate(
                 elif info.kind == LIBRARY:
                     if first_library is None:
                         first_library = Site(frame, info)
-                    if info.trivial is not None and default_allow and trivial is None:
-                        if call in info.trivial[0]:
-                            trivial = info.trivial[1]
+                    known = info.trivial
+                    if known is not None and default_allow and trivial is None and call in known[0]:
+                        trivial = known[1]
                 elif first_other is None:
                     first_other = Site(frame, info)
             if allow and any(r.matches(info.module, info.filename, info.qualname) for r in allow):

@@ -87,7 +87,7 @@ def display_path(filename: str) -> str:
 def library_path(filename: str) -> str:
     """A library file as its import path shows it: ``asyncpg/connect_utils.py``."""
     for marker in ("site-packages", "dist-packages"):
-        head, found, tail = filename.rpartition(marker + os.sep)
+        _, found, tail = filename.rpartition(marker + os.sep)
         if found:
             return tail.replace(os.sep, "/")
     return display_path(filename)

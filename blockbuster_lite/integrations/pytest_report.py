@@ -32,17 +32,18 @@ class SiteReport:
     max_s: float | None = None
     tests: list[str] = field(default_factory=list)
     test_count: int = 0
+    _last_test: str = ""  # tests run one after the other: a new id is a new test
 
     def add(self, violation: Violation, nodeid: str) -> None:
         self.count += 1
         if violation.duration_s is not None:
             self.total_s += violation.duration_s
             self.max_s = max(self.max_s or 0.0, violation.duration_s)
-        if not self.tests or self.tests[-1] != nodeid:
-            if nodeid not in self.tests:
-                self.test_count += 1
-                if len(self.tests) < FIRST_TESTS:
-                    self.tests.append(nodeid)
+        if nodeid != self._last_test:
+            self._last_test = nodeid
+            self.test_count += 1
+            if len(self.tests) < FIRST_TESTS:
+                self.tests.append(nodeid)
 
 
 class SuiteSites:

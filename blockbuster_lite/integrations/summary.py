@@ -102,10 +102,7 @@ class Summary(StatsCollector):
     def add(self, violation: Violation) -> None:
         super().add(violation)
         route = _route(violation)
-        if violation.action is Mode.OFFLOAD:
-            group = OFFLOADED
-        else:
-            group = REQUESTS if route else OUTSIDE
+        group = OFFLOADED if violation.action is Mode.OFFLOAD else (REQUESTS if route else OUTSIDE)
         key = (group, violation.kind, violation.call, violation.filename, violation.lineno,
                violation.function)  # fmt: skip
         with self._lock:
@@ -134,14 +131,12 @@ class Summary(StatsCollector):
     def summary_rows(self) -> list[SummaryRow]:
         """Every (group, call site), each group worst first: total, then maximum, then count."""
         with self._lock:
-            items = [(key, e.count, e.timed, e.total, e.maximum, tuple(r for r, _ in
-                      e.routes.most_common())) for key, e in self._entries.items()]  # fmt: skip
-        rows = [
-            SummaryRow(group, kind, call, filename, lineno, function, count, timed, total,
-                       maximum if timed else None, routes)  # fmt: skip
-            for (group, kind, call, filename, lineno, function), count, timed, total, maximum,
-            routes in items
-        ]
+            entries = [(key, e.count, e.timed, e.total, e.maximum, [r for r, _ in e.routes.most_common()])
+                       for key, e in self._entries.items()]  # fmt: skip
+        rows = []
+        for (group, kind, call, filename, lineno, function), count, timed, total, top, routes in entries:
+            rows.append(SummaryRow(group, kind, call, filename, lineno, function, count, timed,
+                                   total, top if timed else None, tuple(routes)))  # fmt: skip
         order = list(_TITLES)
         rows.sort(key=lambda r: (order.index(r.group), -r.total_s, -(r.max_s or 0.0), -r.count))
         return rows

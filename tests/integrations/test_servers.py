@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from _services import PostgresInfo
 
 ENV_PREFIX = "BLOCKBUSTER_LITE_"
