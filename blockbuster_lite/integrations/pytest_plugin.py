@@ -8,13 +8,16 @@ instead. Allow rules come from ``BLOCKBUSTER_LITE_ALLOW`` (or else the ini key
 ``blockbuster_allow``), plus the marker's own; ``BLOCKBUSTER_LITE_SCOPE`` applies too.
 
 Each test gets a fresh guard for its setup, call and teardown, so blocking calls in async fixtures
-(pytest-asyncio, anyio) count as well. Sync tests run no loop and are never flagged. In raise
+(pytest-asyncio, anyio) count as well. Sync code with no loop is never flagged, but a sync test
+that runs a loop is checked: ``TestClient`` runs the app on a loop in a portal thread. In raise
 mode a test fails when a blocking call was made while its guard decided, even when the code under
 test swallowed the ``BlockingCallError`` (FastAPI's 500, an ``except Exception``); the failure
 lists each call and site. A test that checks them on purpose acknowledges them with
 ``blockbuster.clear()``. Calls decided by a guard the test opened itself (``with intercept(...)``)
 are that test's business and do not fail it. Warn mode reports through pytest's warnings summary,
-log mode through captured logs.
+log mode through captured logs. At the end of the run the terminal summary lists the call sites
+once each (``pytest_report``): raise-mode failures grouped per site with the first tests, and in
+warn and log modes a per-site table with count, total and maximum time.
 
 When ``BLOCKBUSTER_LITE_MODE`` is set, the start-up hook has already activated a process guard;
 the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). With the
