@@ -130,10 +130,7 @@ def instrument_app(app: Any, server: str) -> Any:
             return app
         inner = _starlette_app(app)
         name = type(inner if inner is not None else app).__name__
-        if inner is not None and getattr(inner, "middleware_stack", None) is None:
-            from starlette.middleware import Middleware
-
-            inner.user_middleware.insert(0, Middleware(_middleware_class()))
+        if inner is not None and _add_to_starlette(inner):
             _say(f"{server}: {name} app instrumented (BlockBusterMiddleware as its outermost "
                  "user middleware)")  # fmt: skip
             return app
@@ -143,6 +140,18 @@ def instrument_app(app: Any, server: str) -> Any:
         _say(f"{server}: could not instrument the app ({type(exc).__name__}: {exc}); requests "
              "are checked without their route")  # fmt: skip
         return app
+
+
+def _add_to_starlette(app: Any) -> bool:
+    """``app.add_middleware(BlockBusterMiddleware)``; False once the app has started (Starlette
+    >= 0.24 refuses then; older ones rebuild their stack, which is what we want)."""
+    if not callable(getattr(app, "add_middleware", None)):
+        return False
+    try:
+        app.add_middleware(_middleware_class())
+    except RuntimeError:
+        return False
+    return True
 
 
 def _say(what: str) -> None:
