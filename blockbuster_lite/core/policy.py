@@ -216,7 +216,9 @@ class Site:
     frame: FrameType
     info: CodeInfo
     #: the innermost library frame between the call and ``frame`` (or ``frame`` itself when no
-    #: user frame is on the stack); None when user code made the call directly
+    #: user frame is on the stack), not counting the patched call's own library (the user's
+    #: ``r.set()`` goes through redis' frames to ``redis.Redis.execute_command``); None when
+    #: user code made the call directly
     library: Site | None = None
     #: the KNOWN_TRIVIAL reason when a known-trivial library call (only with default_allow)
     trivial: str | None = None
@@ -238,6 +240,7 @@ def locate(
     """
     trivial: str | None = None
     first_library: Site | None = None
+    inner_library: Site | None = None  # the first one not of the patched call's own package
     first_other: Site | None = None
     site: Site | None = None
     in_scope = scope is None
@@ -260,6 +263,8 @@ def locate(
                 elif info.kind == LIBRARY:
                     if first_library is None:
                         first_library = Site(frame, info)
+                    if inner_library is None and not _own_package(info.module, call):
+                        inner_library = Site(frame, info)
                     known = info.trivial
                     if known is not None and default_allow and trivial is None and call in known[0]:
                         trivial = known[1]
@@ -271,9 +276,16 @@ def locate(
     if not in_scope:
         return None
     found = site or first_library or first_other
-    if found is None or (first_library is None and trivial is None):
+    if found is None or (inner_library is None and trivial is None):
         return found
-    return Site(found.frame, found.info, first_library, trivial)
+    return Site(found.frame, found.info, inner_library, trivial)
+
+
+def _own_package(module: str, call: str) -> bool:
+    """A frame of the library whose API is the patched call (``redis.commands.core`` around
+    ``redis.Redis.execute_command``): calling that API is the user's doing, not the library's."""
+    package = module.partition(".")[0]
+    return bool(package) and call.partition(".")[0] == package
 
 
 def _in_packages(module: str, packages: tuple[str, ...] | None) -> bool:
