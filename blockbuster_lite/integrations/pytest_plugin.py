@@ -55,6 +55,7 @@ MARKER_HELP = (
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
 ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
 ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
+ENV_DEFAULT_ALLOW = "BLOCKBUSTER_LITE_DEFAULT_ALLOW"
 DEFAULT_SOURCE = "default"
 
 
@@ -67,6 +68,8 @@ class Settings:
     allow: tuple[str, ...] = ()
     allow_source: str = ""
     scope: tuple[str, ...] | None = None
+    #: False (BLOCKBUSTER_LITE_DEFAULT_ALLOW=0): the known-trivial library calls are checked too
+    default_allow: bool = True
 
 
 @dataclass
@@ -133,7 +136,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         allow_source = "ini option blockbuster_allow"
     scope = os.environ.get(ENV_SCOPE) or None
     mode, rules, parsed_scope = _validate(mode, allow, scope, source, allow_source)
-    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope)
+    default_allow = True
+    if os.environ.get(ENV_DEFAULT_ALLOW, "").strip():
+        from ..core.config import ConfigError, parse_bool
+
+        try:
+            default_allow = parse_bool(os.environ[ENV_DEFAULT_ALLOW], ENV_DEFAULT_ALLOW)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
+    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope,
+                    default_allow)  # fmt: skip
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -230,7 +242,9 @@ def _begin(item: pytest.Item) -> None:
         _sites = SuiteSites()
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
-    run = _TestRun(Guard(mode, allow=allow, scope=scope, source="pytest plugin"), item.nodeid)
+    default_allow = item.config.stash[_settings_key].default_allow
+    guard = Guard(mode, allow=allow, scope=scope, source="pytest plugin", default_allow=default_allow)
+    run = _TestRun(guard, item.nodeid)
     item.stash[_run_key] = run
     _current = run
     run.guard.start()

@@ -42,7 +42,8 @@ def test_sync_testclient_style():
 
 @pytest.fixture(autouse=True)
 def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY"):
+    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY",
+                 "DEFAULT_ALLOW", "ASGI"):
         monkeypatch.delenv(f"BLOCKBUSTER_LITE_{name}", raising=False)
 
 
@@ -137,3 +138,29 @@ def test_sync_tests_through_testclient_are_checked(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_client.py::test_sync_test_through_testclient*"])
+
+
+KNOWN_TRIVIAL_TEST = """
+import pathlib
+
+import asyncpg.connect_utils
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_pgpass_lookup(tmp_path):
+    asyncpg.connect_utils._read_password_file(pathlib.Path(tmp_path) / ".pgpass")
+"""
+
+
+@pytest.mark.parametrize(("value", "outcome"), [("", "passed"), ("0", "failed")])
+def test_default_allow_from_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, value: str, outcome: str
+) -> None:
+    monkeypatch.setenv("BLOCKBUSTER_LITE_DEFAULT_ALLOW", value)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_trivial=KNOWN_TRIVIAL_TEST)
+    result = pytester.runpytest_subprocess("--blockbuster-mode=raise")
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*(inside asyncpg/connect_utils.py:* in _read_password_file)*"])
