@@ -128,6 +128,9 @@ def _announce(guard: Guard, summary: bool) -> None:
     ]
     if not guard.default_allow:
         parts.append("known-trivial library calls checked too")
+    servers = sys.modules.get("blockbuster_lite.integrations.servers")  # no import: no cycle
+    if getattr(servers, "_installed", False):
+        parts.append("ASGI apps of uvicorn/hypercorn instrumented when loaded")
     if summary:
         parts.append("summary at exit")
     _complain(f"active from {ENV_MODE} ({', '.join(parts)}){worker_tag()}")

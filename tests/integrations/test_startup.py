@@ -335,3 +335,18 @@ def test_gunicorn_forked_uvicorn_workers_activate(tmp_path: Path) -> None:
     summarised = {int(pid) for pid in re.findall(r"blockbuster_lite summary \(pid (\d+)\)", out)}
     assert pids <= summarised, out  # each worker that served prints its own summary
     assert not re.search(r"BlockingCallWarning: .* at \S*gunicorn/", out)  # its own machinery
+
+
+def test_the_start_up_line_and_the_clean_summary(tmp_path: Path) -> None:
+    code = "import asyncio\n\nasync def main():\n    await asyncio.sleep(0)\n\nasyncio.run(main())\n"
+    result = run_python(tmp_path, code, MODE="warn")
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(r"blockbuster_lite: active from BLOCKBUSTER_LITE_MODE \(warn mode, \d+ of "
+                        r"\d+ functions patched, the rest when their module is imported, watchdog "
+                        r"off, ASGI apps of uvicorn/hypercorn instrumented when loaded, summary at "
+                        r"exit\)", lines[0]), lines  # fmt: skip
+    assert lines[-1] == "blockbuster_lite: no blocking calls on the event loop (warn mode, 0 " \
+        "checked calls, 0 requests)"  # fmt: skip
+    quiet = run_python(tmp_path, code, MODE="warn", SUMMARY="0", ASGI="0")
+    assert "no blocking calls" not in quiet.stderr
+    assert "ASGI" not in quiet.stderr and "summary at exit" not in quiet.stderr
