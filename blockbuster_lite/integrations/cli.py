@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict-startup", action="store_true",
                         help="raise mode raises during server start-up too (no start-up grace)")  # fmt: skip
     parser.add_argument("--summary", action="store_true",
-                        help="print each blocking call site with count and time at exit")  # fmt: skip
+                        help="print each blocking call site with count and time at exit "
+                             "(the default; kept for scripts)")  # fmt: skip
+    parser.add_argument("--no-summary", action="store_true",
+                        help="no exit summary (BLOCKBUSTER_LITE_SUMMARY=0)")  # fmt: skip
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     return parser
 
@@ -94,6 +97,8 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         env[ENV_STRICT_STARTUP] = "1"
     if args.summary:
         env[ENV_SUMMARY] = "1"
+    if args.no_summary:
+        env[ENV_SUMMARY] = "0"
     return env
 
 

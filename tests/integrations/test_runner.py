@@ -140,3 +140,12 @@ def test_finds_its_environments_console_scripts_off_path(
         assert server.get("/block").status_code == 200
     assert "cannot run" not in server.output
     assert "offloaded to a worker thread" in server.output
+
+
+def test_the_summary_is_on_by_default_and_no_summary_turns_it_off(tmp_path: Path) -> None:
+    shown = runner(tmp_path, "--", "script.py")
+    assert "blockbuster_lite summary" in shown.stderr  # script.py sleeps on the loop
+    quiet = runner(tmp_path, "--no-summary", "--", "script.py")
+    assert '"BLOCKBUSTER_LITE_SUMMARY": "0"' in quiet.stdout
+    assert "blockbuster_lite summary" not in quiet.stderr
+    assert "BlockingCallWarning" in quiet.stderr  # still checked
