@@ -183,15 +183,15 @@ def _note_fork() -> None:
     _forked = True
 
 
-if hasattr(os, "register_at_fork"):  # a forking parent (gunicorn's arbiter) tags its lines too
-    os.register_at_fork(after_in_child=_note_fork, after_in_parent=_note_fork)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork)
 
 
 def worker_tag() -> str:
     """`` [pid N]`` in a worker process (forked, e.g. gunicorn, or spawned by multiprocessing,
-    e.g. ``uvicorn --workers``) and in a process that forked workers, so lines from several
-    processes can be told apart; else ``""``."""
-    if not _forked:
+    e.g. ``uvicorn --workers``) and in gunicorn's arbiter, so lines from several processes can
+    be told apart; else ``""``."""
+    if not _forked and "gunicorn.arbiter" not in sys.modules:
         multiprocessing = sys.modules.get("multiprocessing")
         parent = getattr(multiprocessing, "parent_process", None)
         if parent is None or parent() is None:

@@ -17,8 +17,8 @@ time and the route(s) that made the call:
 
 Raise mode never runs the call, so its entries have a count but no time. "checked calls" counts
 the patched calls made on a loop thread under an active guard. Forked workers start with an
-empty summary and zero counts; in a worker process (forked or spawned), and in a process that
-forked workers, every line carries its pid. uvicorn workers end by re-raising the signal that stopped them, which skips ``atexit``; so
+empty summary and zero counts; in a worker process (forked or spawned), and in gunicorn's
+arbiter, every line carries its pid. uvicorn workers end by re-raising the signal that stopped them, which skips ``atexit``; so
 the summary is also printed when uvicorn's ``Server.shutdown()`` returns (each print covers what
 happened since the previous one; the clean line is printed once).
 """
