@@ -338,3 +338,39 @@ def test_summary_groups_requests_with_routes_and_worker_pids(tmp_path: Path) -> 
     assert re.search(r"^ +during requests:$", out, re.M)
     assert re.search(r"^ +\d+ +\d+\.\d +50\d\.\d +GET /items/\{item_id\} +time\.sleep\(\) at "
                      rf"app\.py:{line_of(FASTAPI_APP, 'SLEEP')} in sleepy$", out, re.M), out  # fmt: skip
+
+
+# -- instrument_app itself, in process -----------------------------------------------------
+
+
+def test_instrument_app_adds_the_middleware_to_a_fastapi_app_once() -> None:
+    from fastapi import FastAPI
+
+    from blockbuster_lite.asgi import BlockBusterMiddleware
+    from blockbuster_lite.integrations.servers import instrument_app
+
+    app = FastAPI()
+    assert instrument_app(app, "test") is app
+    assert instrument_app(instrument_app(app, "test"), "test") is app
+    assert [m.cls for m in app.user_middleware] == [BlockBusterMiddleware]
+
+
+def test_instrument_app_wraps_a_started_app_and_any_callable() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from blockbuster_lite.asgi import BlockBusterMiddleware
+    from blockbuster_lite.integrations.servers import instrument_app
+
+    started = FastAPI()
+    with TestClient(started) as client:
+        client.get("/")  # builds the middleware stack: Starlette refuses add_middleware now
+    wrapped = instrument_app(started, "test")
+    assert isinstance(wrapped, BlockBusterMiddleware) and wrapped.app is started
+    assert instrument_app(wrapped, "test") is wrapped
+
+    async def raw(scope: object, receive: object, send: object) -> None:
+        pass
+
+    around = instrument_app(raw, "test")
+    assert isinstance(around, BlockBusterMiddleware) and around.app is raw
