@@ -350,3 +350,32 @@ def test_the_start_up_line_and_the_clean_summary(tmp_path: Path) -> None:
     quiet = run_python(tmp_path, code, MODE="warn", SUMMARY="0", ASGI="0")
     assert "no blocking calls" not in quiet.stderr
     assert "ASGI" not in quiet.stderr and "summary at exit" not in quiet.stderr
+
+
+def test_summary_groups_requests_outside_and_offloaded() -> None:
+    summary = Summary()
+    request = {"method": "GET", "path": "/items/1", "route": "/items/{id}"}
+    other = {"method": "POST", "path": "/orders", "route": "/orders"}
+    for v in [
+        Violation("time.sleep", "/app/routes.py", 3, "get", action=Mode.WARN, duration_s=0.01,
+                  context=request),
+        Violation("time.sleep", "/app/routes.py", 3, "get", action=Mode.WARN, duration_s=0.03,
+                  context=other),
+        Violation("time.sleep", "/app/routes.py", 3, "get", action=Mode.WARN, duration_s=0.02,
+                  context=request),
+        Violation("open", "/app/main.py", 1, "<module>", action=Mode.WARN, duration_s=0.5),
+        Violation("os.stat", "/app/routes.py", 9, "get", action=Mode.OFFLOAD, duration_s=0.2,
+                  context=request),
+    ]:  # fmt: skip
+        summary(v)
+    text = summary.render().splitlines()
+    assert "2 call site(s) blocked the event loop, 1 offloaded" in text[0]
+    assert [line.strip() for line in text if line.endswith(":")] == [
+        "during requests:", "outside any request (start-up, background tasks):",
+        "offloaded to worker threads (time = loop time saved, not blocked):",
+    ]  # fmt: skip
+    request_row = next(line for line in text if "time.sleep()" in line)
+    assert request_row.split()[:5] == ["3", "60.0", "30.0", "GET", "/items/{id}"]
+    assert "(+1)" in request_row  # POST /orders too
+    assert next(line for line in text if "saved ms" in line)
+    assert next(line for line in text if "os.stat()" in line).split()[:3] == ["1", "200.0", "200.0"]
