@@ -124,10 +124,16 @@ def format_message(violation: Violation) -> str:
 def _duration_text(violation: Violation) -> str:
     if violation.kind != "call" or violation.duration_s is None:
         return ""
-    milliseconds = violation.duration_s * 1000
+    milliseconds = format_ms(violation.duration_s)
     if violation.action is Mode.OFFLOAD:
-        return f" (ran {milliseconds:.1f} ms in a worker thread, off the loop)"
-    return f" (blocked {milliseconds:.1f} ms)"
+        return f" (ran {milliseconds} ms in a worker thread, off the loop)"
+    return f" (blocked {milliseconds} ms)"
+
+
+def format_ms(seconds: float) -> str:
+    """Milliseconds, with the digits a short call needs: ``300.2``, ``0.004``."""
+    milliseconds = seconds * 1000
+    return f"{milliseconds:.1f}" if milliseconds >= 1 or milliseconds == 0 else f"{milliseconds:.3f}"
 
 
 class BlockingCallError(RuntimeError):

@@ -38,7 +38,7 @@ import wrapt
 
 from ..core.config import Mode
 from ..core.guard import process_guard
-from ..core.report import Violation, display_path, worker_tag
+from ..core.report import Violation, display_path, format_ms, worker_tag
 from ..core.state import state
 from ..core.stats import SiteStats, StatsCollector
 
@@ -180,7 +180,7 @@ class Summary(StatsCollector):
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
+    return "-" if value is None else format_ms(value)
 
 
 def format_rows(rows: Iterable[SummaryRow], *, saved: bool = False) -> list[str]:
