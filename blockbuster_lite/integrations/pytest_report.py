@@ -54,7 +54,8 @@ class SuiteSites:
         self._last: dict[tuple[str, str, str, int], str] = {}
 
     def add(self, violation: Violation, nodeid: str) -> None:
-        key = (violation.action.value, violation.call, violation.filename, violation.lineno)
+        key = (violation.action.value, violation.family or violation.call, violation.filename,
+               violation.lineno)  # fmt: skip
         site = self._sites.get(key)
         if site is None:
             site = self._sites[key] = SiteReport(violation)

@@ -33,7 +33,7 @@ from typing import Any
 
 import wrapt
 
-from ..core.config import ENV_MODE, ConfigError, Mode
+from ..core.config import ENV_MODE, ConfigError, Mode, parse_bool, parse_flag
 from ..core.guard import Guard, activate_from_env, process_guard
 from ..core.report import logger, worker_tag
 
@@ -55,22 +55,10 @@ SERVER_STARTUPS: tuple[tuple[str, str, str], ...] = (("uvicorn.server", "Server"
 #: Importing the ASGI middleware also begins the grace; it calls end_startup() itself.
 MIDDLEWARE_MODULE = "blockbuster_lite.integrations.asgi"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
 _attempted = False
 _grace_wanted = False
 _grace_open = False
 _restore: list[tuple[type, str, Any, Any]] = []
-
-
-def parse_flag(value: str, source: str) -> bool:
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} from {source} (expected 1/0, true/false, yes/no)")
 
 
 def activate_at_startup(environ: Mapping[str, str] | None = None) -> Guard | None:
@@ -98,7 +86,7 @@ def _activate(environ: Mapping[str, str]) -> Guard | None:
     global _grace_wanted
     strict = parse_flag(environ.get(ENV_STRICT_STARTUP, ""), ENV_STRICT_STARTUP)
     raw_summary = environ.get(ENV_SUMMARY, "")  # on unless turned off: a clean run says so
-    summary = parse_flag(raw_summary, ENV_SUMMARY) if raw_summary.strip() else True
+    summary = parse_bool(raw_summary, ENV_SUMMARY)
     guard = activate_from_env(environ)
     if guard is None:
         return None
