@@ -33,6 +33,7 @@ import wrapt
 
 from ..core.config import parse_bool
 from ..core.extensions import extensions
+from ..core.guard import process_guard
 
 if TYPE_CHECKING:
     from .asgi import BlockBusterMiddleware
@@ -123,10 +124,12 @@ def _already_instrumented(app: Any) -> bool:
 def instrument_app(app: Any, server: str) -> Any:
     """``app`` with the middleware in it (the same object) or around it (a new one).
 
-    Never raises: a failure leaves the app as it was and says so on stderr.
+    Only while the process guard env activation made is on (a server started after
+    ``deactivate()`` serves its app untouched). Never raises: a failure leaves the app as it was
+    and says so on stderr.
     """
     try:
-        if app is None or _already_instrumented(app):
+        if app is None or process_guard() is None or _already_instrumented(app):
             return app
         inner = _starlette_app(app)
         name = type(inner if inner is not None else app).__name__

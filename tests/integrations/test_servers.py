@@ -343,6 +343,27 @@ def test_summary_groups_requests_with_routes_and_worker_pids(tmp_path: Path) -> 
 # -- instrument_app itself, in process -----------------------------------------------------
 
 
+@pytest.fixture
+def process_guard() -> Iterator[None]:
+    import blockbuster_lite as bl
+
+    bl.activate("warn")
+    try:
+        yield
+    finally:
+        bl.deactivate()
+
+
+def test_instrument_app_needs_the_process_guard() -> None:
+    from fastapi import FastAPI
+
+    from blockbuster_lite.integrations.servers import instrument_app
+
+    app = FastAPI()
+    assert instrument_app(app, "test") is app and app.user_middleware == []
+
+
+@pytest.mark.usefixtures("process_guard")
 def test_instrument_app_adds_the_middleware_to_a_fastapi_app_once() -> None:
     from fastapi import FastAPI
 
@@ -355,6 +376,7 @@ def test_instrument_app_adds_the_middleware_to_a_fastapi_app_once() -> None:
     assert [m.cls for m in app.user_middleware] == [BlockBusterMiddleware]
 
 
+@pytest.mark.usefixtures("process_guard")
 def test_instrument_app_wraps_a_started_app_and_any_callable() -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
