@@ -29,10 +29,11 @@ from .core.patcher import patcher as _patcher
 from .core.report import BlockingCallError as BlockingCallError
 from .core.report import BlockingCallWarning as BlockingCallWarning
 from .core.report import Violation as Violation
-from .core.report import apply_warning_options as _apply_warning_options
 from .core.targets import Target as Target
 from .core.version import __version__ as __version__
+from .core.warn import apply_warning_options as _apply_warning_options
 from .integrations import otel as _otel  # registers BLOCKBUSTER_LITE_OTEL with activate_from_env
+from .integrations import servers as _servers  # env activation instruments the servers' ASGI apps
 
 __all__ = (
     "BlockingCallError",
@@ -51,4 +52,4 @@ __all__ = (
 
 _patcher.register(_all_targets())
 _apply_warning_options(_sys.warnoptions)
-del _offload, _watchdog, _otel
+del _offload, _watchdog, _otel, _servers

@@ -11,6 +11,7 @@ from .integrations.pytest_plugin import pytest_report_header as pytest_report_he
 from .integrations.pytest_plugin import pytest_runtest_call as pytest_runtest_call
 from .integrations.pytest_plugin import pytest_runtest_setup as pytest_runtest_setup
 from .integrations.pytest_plugin import pytest_runtest_teardown as pytest_runtest_teardown
+from .integrations.pytest_plugin import pytest_terminal_summary as pytest_terminal_summary
 from .integrations.pytest_plugin import pytest_unconfigure as pytest_unconfigure
 from .integrations.pytest_plugin import resolve_settings as resolve_settings
 
@@ -24,6 +25,7 @@ __all__ = (
     "pytest_runtest_call",
     "pytest_runtest_setup",
     "pytest_runtest_teardown",
+    "pytest_terminal_summary",
     "pytest_unconfigure",
     "resolve_settings",
 )

@@ -10,8 +10,10 @@ offload engine and the watchdog report through the functions here (``build_viola
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,15 +30,17 @@ from .report import (
     escape_control,
     evolve,
     format_message,
+    library_advice,
     logger,
-    warn_violation,
+    report_text,
 )
 from .state import ActiveGuard, reentrant, request_context, state
+from .warn import warn_violation
 
 if TYPE_CHECKING:
     from .targets import Target
 
-__all__ = ["act", "build_violation", "log_failure", "record", "warn"]
+__all__ = ["act", "build_violation", "log_failure", "note_trivial", "record", "warn"]
 
 NO_OFFLOAD = "offload support is not loaded (import blockbuster_lite.offload)"
 
@@ -44,6 +48,7 @@ NO_OFFLOAD = "offload support is not loaded (import blockbuster_lite.offload)"
 MAX_DESCRIBED_CALL = 200
 
 _failures_logged: set[tuple[str, type[BaseException]]] = set()
+_trivial_logged: set[tuple[str, object]] = set()
 
 
 def act(
@@ -55,6 +60,14 @@ def act(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    """Apply the guard's mode to one blocking call.
+
+    Warn mode warns *after* the call, so the warning carries how long it blocked; when the
+    warnings filters turn our warning into an error (``-W error::BlockingCallWarning``) it warns
+    before the call instead, so the call never runs, as in raise mode. Either way warn mode
+    never changes what the program does unless the user asked for the error.
+    """
+    __tracebackhide__ = True
     mode = guard.effective_mode()
     advice = target.advice
     call = call_name(target, instance, args, kwargs)
@@ -80,33 +93,83 @@ def act(
         # once: a request served by the ASGI middleware logs its refusals itself (at ERROR, with
         # the response status); anything else is logged here, once per call family and site
         if not _request_logs_refusals() and guard.first_report(violation):
-            logger.warning("%s", format_message(violation))
+            logger.warning("%s", report_text(violation))
         raise BlockingCallError(violation)
+    deferred = False
     if mode is Mode.WARN and guard.first_report(violation):
-        warn(violation, site)
+        if _warning_is_error(violation, site):
+            warn(violation, site)
+        else:
+            deferred = True
     token = reentrant.set(True)
     start = time.perf_counter()
     try:
-        return wrapped(*args, **kwargs)
-    finally:
-        duration = time.perf_counter() - start
-        reentrant.reset(token)
-        after_call(violation, mode, duration)
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        with contextlib.suppress(BlockingCallWarning):  # the call's own exception wins
+            after_call(violation, mode, time.perf_counter() - start, site if deferred else None,
+                       token)  # fmt: skip
+        raise
+    after_call(violation, mode, time.perf_counter() - start, site if deferred else None, token)
+    return result
 
 
-def after_call(violation: Violation, mode: Mode, duration: float) -> None:
+def after_call(
+    violation: Violation, mode: Mode, duration: float, warn_at: Site | None, token: Any
+) -> None:
+    """Record the call with its duration; log it (log mode) or warn (warn mode, deferred)."""
+    reentrant.reset(token)
     try:
         violation = evolve(violation, duration_s=duration)
         record(violation)
         if mode is Mode.LOG:
-            logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
+            logger.warning("%s", report_text(violation))
     except Exception as exc:
         log_failure(violation.family or violation.call, exc)
+        return
+    if warn_at is not None:
+        warn(violation, warn_at)
 
 
-def call_name(
-    target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
+def _warning_is_error(violation: Violation, site: Site) -> bool:
+    """Would ``warnings`` raise our warning at this site? (The first matching filter decides.)"""
+    try:
+        text = format_message(violation)
+        module = site.info.module
+        for action, message, category, module_re, lineno in warnings.filters:
+            if (
+                issubclass(BlockingCallWarning, category)
+                and (message is None or message.match(text))
+                and (module_re is None or module_re.match(module))
+                and (lineno == 0 or lineno == violation.lineno)
+            ):
+                return action == "error"
+    except Exception as exc:
+        log_failure("the warnings filters", exc)
+    return False
+
+
+def note_trivial(target: Target, site: Site) -> None:
+    """A KNOWN_TRIVIAL library call: logged once per call site at DEBUG, never reported."""
+    key = (target.call, site.frame.f_code)
+    if key in _trivial_logged:
+        return
+    _trivial_logged.add(key)
+    token = reentrant.set(True)
+    try:
+        library = site.library.info if site.library is not None else site.info
+        logger.debug(
+            "blockbuster_lite: known-trivial %s() in %s.%s allowed (%s); "
+            "default_allow=False / BLOCKBUSTER_LITE_DEFAULT_ALLOW=0 checks it",
+            target.call, library.module, library.qualname, site.trivial,
+        )  # fmt: skip
+    except Exception as exc:
+        log_failure(f"known-trivial {target.call}", exc)
+    finally:
+        reentrant.reset(token)
+
+
+def call_name(target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     describe = target.describe
     if describe is None:
         return target.call
@@ -152,6 +215,12 @@ def build_violation(
     target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
 ) -> Violation:
     frames = capture_frames(site.frame)
+    library = site.library
+    library_frame = None
+    if library is not None:
+        library_frame = (library.info.filename, library.frame.f_lineno, library.info.qualname)
+        advice = advice.replace(target.advice, library_advice(library.info.module,
+                                                              library.info.filename))  # fmt: skip
     return Violation(
         call=call or target.call,
         filename=site.info.filename,
@@ -164,6 +233,7 @@ def build_violation(
         context=_context_copy(request_context.get()),
         advice=advice,
         family=target.call,
+        library_frame=library_frame,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "ENV_ALLOW",
+    "ENV_DEFAULT_ALLOW",
     "ENV_MODE",
     "ENV_SCOPE",
     "ENV_WATCHDOG_MS",
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "Mode",
     "parse_allow",
+    "parse_bool",
     "parse_count",
     "parse_flag",
     "parse_mode",
@@ -105,7 +107,9 @@ def parse_flag(value: object, source: str) -> bool:
     )
 
 
-def _number(value: object, source: str, what: str, expected: str, text_scale: float | None) -> float:
+def _number(
+    value: object, source: str, what: str, expected: str, text_scale: float | None
+) -> float:
     """A finite float from a number, or from text (scaled: ms -> s) when ``text_scale`` is set."""
     if isinstance(value, str) and text_scale is not None:
         try:
@@ -145,7 +149,9 @@ def parse_seconds(
     ``text_in_ms`` (environment, options, ini) the value is text in milliseconds.
     """
     if text_in_ms:
-        expected = f"a finite number of milliseconds from {minimum * 1000:.10g} to {maximum * 1000:.10g}"
+        expected = (
+            f"a finite number of milliseconds from {minimum * 1000:.10g} to {maximum * 1000:.10g}"
+        )
     else:
         expected = f"a finite number of seconds from {minimum:.10g} to {maximum:.10g}"
     seconds = _number(value, source, what, expected, 0.001 if text_in_ms else None)
@@ -230,7 +236,9 @@ def _parse_rule(text: object, source: str) -> AllowRule:
     return AllowRule(rule, module=path)
 
 
-def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") -> tuple[AllowRule, ...]:
+def parse_allow(
+    rules: Iterable[str] | str, source: str = "argument 'allow'"
+) -> tuple[AllowRule, ...]:
     """Parse allow rules given as an iterable or a comma-separated string."""
     if isinstance(rules, str):
         items: list[object] = [part for part in rules.split(",") if part.strip()]
@@ -282,6 +290,14 @@ ENV_MODE = "BLOCKBUSTER_LITE_MODE"
 ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
 ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
 ENV_WATCHDOG_MS = "BLOCKBUSTER_LITE_WATCHDOG_MS"
+ENV_DEFAULT_ALLOW = "BLOCKBUSTER_LITE_DEFAULT_ALLOW"
+
+
+def parse_bool(value: object, source: str, default: bool = True) -> bool:
+    """``parse_flag`` for a setting that is on unless turned off: "" (unset) means ``default``."""
+    if value == "":
+        return default
+    return parse_flag(value, source)
 
 
 def parse_watchdog_ms(value: str, source: str) -> float | None:
@@ -310,6 +326,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         "allow": [rule.text for rule in parse_allow(env.get(ENV_ALLOW, ""), ENV_ALLOW)],
         "scope": parse_scope(env.get(ENV_SCOPE) or None, ENV_SCOPE),
         "watchdog": parse_watchdog_ms(env.get(ENV_WATCHDOG_MS, ""), ENV_WATCHDOG_MS),
+        "default_allow": parse_bool(env.get(ENV_DEFAULT_ALLOW, ""), ENV_DEFAULT_ALLOW),
     }
     if mode is Mode.OFF:
         return None

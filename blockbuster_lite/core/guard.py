@@ -17,6 +17,7 @@ from .config import (
     ConfigError,
     Mode,
     parse_allow,
+    parse_bool,
     parse_count,
     parse_mode,
     parse_scope,
@@ -62,6 +63,7 @@ class Guard:
         watchdog: float | None = None,
         source: str = "intercept()",
         max_violations: int | None = None,
+        default_allow: bool = True,
     ) -> None:
         self.mode = parse_mode(mode, f"{source} argument 'mode'")
         self.allow: tuple[AllowRule, ...] = parse_allow(allow, f"{source} argument 'allow'")
@@ -71,6 +73,8 @@ class Guard:
             max_violations = parse_count(
                 max_violations, f"{source} argument 'max_violations'", "maximum", maximum=10**9
             )
+        #: False also checks the known-trivial library calls (``policy.KNOWN_TRIVIAL``)
+        self.default_allow = parse_bool(default_allow, f"{source} argument 'default_allow'")
         if self.mode is Mode.OFFLOAD:
             require_offload(source)
         self._source = source
@@ -93,6 +97,7 @@ class Guard:
             watchdog=self.watchdog,
             source=self._source,
             max_violations=self._max,
+            default_allow=self.default_allow,
         )
 
     def effective_mode(self) -> Mode:
@@ -229,9 +234,14 @@ def intercept(
     allow: Iterable[str] | str = (),
     scope: Iterable[str] | str | None = None,
     watchdog: float | None = None,
+    default_allow: bool = True,
 ) -> Guard:
-    """A guard for a block of code or a function: ``with intercept("raise") as guard: ...``."""
-    return Guard(mode, allow=allow, scope=scope, watchdog=watchdog, source="intercept()")
+    """A guard for a block of code or a function: ``with intercept("raise") as guard: ...``.
+
+    ``default_allow=False`` also checks the known-trivial library calls (see the README).
+    """
+    return Guard(mode, allow=allow, scope=scope, watchdog=watchdog, source="intercept()",
+                 default_allow=default_allow)  # fmt: skip
 
 
 _process_guard: Guard | None = None
@@ -245,6 +255,7 @@ def activate(
     scope: Iterable[str] | str | None = None,
     watchdog: float | None = None,
     source: str = "activate()",
+    default_allow: bool = True,
 ) -> Guard:
     """Turn the sanitizer on for the whole process (servers). Idempotent.
 
@@ -259,23 +270,27 @@ def activate(
         watchdog=watchdog,
         source=source,
         max_violations=PROCESS_GUARD_MAX_VIOLATIONS,
+        default_allow=default_allow,
     )
     with _process_lock:
         current = _process_guard
         if current is not None and current.active:
-            if (current.mode, current.allow, current.scope, current.watchdog) != (
-                guard.mode,
-                guard.allow,
-                guard.scope,
-                guard.watchdog,
-            ):
+            if (current.mode, current.allow, current.scope, current.watchdog,
+                    current.default_allow) != (guard.mode, guard.allow, guard.scope,
+                                               guard.watchdog, guard.default_allow):  # fmt: skip
                 logger.info("blockbuster_lite: reconfiguring the active process guard")
                 if current.watchdog != guard.watchdog:
                     current.stop()
                     current.watchdog = guard.watchdog
-                    current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope
+                    current.mode, current.allow, current.scope = (
+                        guard.mode,
+                        guard.allow,
+                        guard.scope,
+                    )
+                    current.default_allow = guard.default_allow
                     return current.start()
                 current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope
+                current.default_allow = guard.default_allow
             else:
                 logger.debug("blockbuster_lite: activate() called again; already active")
             return current

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from .actions import act, log_failure
+from .actions import act, log_failure, note_trivial
 from .config import Mode
 from .loop import trio_state
 from .policy import Site, locate
@@ -45,6 +45,7 @@ def make_handler(target: Target) -> Handler:
     predicate = target.predicate
 
     def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True  # pytest: the traceback ends at the user's call
         if _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
@@ -74,6 +75,7 @@ def make_method(target: Target, original: Any) -> Callable[..., Any]:
         return _make_positional_method(target, original)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
         if _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
@@ -107,6 +109,7 @@ def _make_positional_method(target: Target, original: Any) -> Callable[..., Any]
     no_kwargs: dict[str, Any] = {}
 
     def method(self: Any, *args: Any) -> Any:
+        __tracebackhide__ = True
         if _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
@@ -129,24 +132,30 @@ def checked_call(
     target: Target, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A patched call made on a loop thread: decide, then act by the innermost guard's mode."""
+    __tracebackhide__ = True
     guards = state.guards
     if not guards or reentrant.get() or exempt.get():
         return wrapped(*args, **kwargs)
     guard = guards[-1]
     if guard.mode is _OFF:
         return wrapped(*args, **kwargs)
+    state.checked_calls += 1  # not atomic across threads: a count for the summary, not a ledger
     site: Site | None = None
     try:
         predicate = target.predicate
         blocking = predicate is None or predicate(instance, args, kwargs)
         if blocking:
-            site = locate(sys._getframe(1), guard.allow, guard.scope)
+            site = locate(sys._getframe(1), guard.allow, guard.scope, target.call,
+                          guard.default_allow)  # fmt: skip
     except Exception as exc:  # a bug in a predicate never reaches the user's program
         log_failure(target.call, exc)
         blocking = False
     if not blocking:
         return wrapped(*args, **kwargs)
-    if site is None:  # the machinery, an allow rule, or out of scope: calls made inside are too
+    if site is None or site.trivial is not None:
+        # the machinery, an allow rule, out of scope, or known-trivial: calls made inside are too
+        if site is not None:
+            note_trivial(target, site)
         token = reentrant.set(True)
         try:
             return wrapped(*args, **kwargs)

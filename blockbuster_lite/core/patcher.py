@@ -29,6 +29,7 @@ from .transparent import Wrapper, shadow, unshadow
 
 __all__ = ["Predicate", "Target", "patcher"]
 
+
 @dataclass
 class _Applied:
     target: Target
@@ -169,6 +170,11 @@ class Patcher:
                 self._uninstall(list(self._applied.values()))
                 unshadow()
 
+    def registered(self) -> int:
+        """How many targets are known (patched now, or when their module is imported)."""
+        with self._lock:
+            return sum(len(targets) for targets in self._targets.values())
+
     def applied(self) -> list[str]:
         return sorted(f"{a.target.module}:{a.target.path}" for a in self._applied.values())
 
@@ -225,7 +231,11 @@ class Patcher:
                 if key in self._applied:
                     continue
                 applied = self._built.get(key)
-                if applied is None or applied.target is not target or not _unchanged(module, applied):
+                if (
+                    applied is None
+                    or applied.target is not target
+                    or not _unchanged(module, applied)
+                ):
                     applied = _resolve(module, target, self._ours)
                     if applied is None:
                         continue

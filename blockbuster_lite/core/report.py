@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,7 @@ __all__ = [
     "evolve",
     "format_message",
     "logger",
+    "worker_tag",
 ]
 
 logger = logging.getLogger("blockbuster_lite")
@@ -74,7 +76,8 @@ class Frames(tuple[Frame, ...]):
 
     def render(self) -> tuple[str, ...]:
         rendered = _Rendered(
-            escape_control(f"{filename}:{lineno} in {function}") for filename, lineno, function in self
+            escape_control(f"{filename}:{lineno} in {function}")
+            for filename, lineno, function in self
         )
         rendered.frames = self
         return rendered
@@ -155,6 +158,8 @@ class Violation:
     the stack. ``stack`` lists ``file:line in function`` from the outermost frame to that one.
     ``action`` is the mode that was applied (a watchdog stall uses ``Mode.LOG`` or ``Mode.WARN``).
     ``duration_s`` is how long the call blocked, None when it did not run (raise mode).
+    ``library_frame`` is ``(filename, lineno, function)`` of the innermost library frame when a
+    library (site-packages) made the call, else None.
     """
 
     call: str
@@ -162,7 +167,9 @@ class Violation:
     lineno: int
     function: str
     stack: tuple[str, ...] = field(  # kept as Frames, rendered when read (see _StackField)
-        default=_StackField(), compare=False, repr=False  # type: ignore[arg-type]
+        default=_StackField(),
+        compare=False,
+        repr=False,  # type: ignore[arg-type]
     )
     action: Mode = Mode.WARN
     thread_name: str = ""
@@ -175,6 +182,7 @@ class Violation:
     #: (``sqlite3.Cursor.execute`` for ``sqlite3.Cursor.execute(SELECT ...)``); "" when
     #: ``call`` is the family itself. Reports are deduplicated and counted per family and site.
     family: str = field(default="", compare=False, repr=False)
+    library_frame: tuple[str, int, str] | None = field(default=None, compare=False)
 
     @property
     def thread(self) -> str:
@@ -220,9 +228,7 @@ def evolve(violation: Violation, **changes: Any) -> Violation:
 def _stored_names(cls: type) -> tuple[str, ...]:
     names: tuple[str, ...] | None = cls.__dict__.get("_stored_names_cache")
     if names is None:
-        names = tuple(
-            STACK_SLOT if f.name == "stack" else f.name for f in fields(cls)
-        )
+        names = tuple(STACK_SLOT if f.name == "stack" else f.name for f in fields(cls))
         type.__setattr__(cls, "_stored_names_cache", names)
     return names
 
@@ -235,6 +241,25 @@ def display_path(filename: str) -> str:
     return filename if relative.startswith("..") else relative
 
 
+def library_path(filename: str) -> str:
+    """A library file as its import path shows it: ``asyncpg/connect_utils.py``."""
+    for marker in ("site-packages", "dist-packages"):
+        _, found, tail = filename.rpartition(marker + os.sep)
+        if found:
+            return tail.replace(os.sep, "/")
+    return display_path(filename)
+
+
+def library_advice(module: str, filename: str) -> str:
+    """The fix for a call made inside a library: an allow rule to copy, or offload its caller."""
+    rule = module or library_path(filename)
+    package = rule.split(".", 1)[0].split("/", 1)[0]
+    return (
+        f'allow it with BLOCKBUSTER_LITE_ALLOW={rule} or allow=["{rule}"]; or use {package}\'s '
+        "async API, or offload the call into it with await anyio.to_thread.run_sync(...)"
+    )
+
+
 def format_message(violation: Violation) -> str:
     where = f"{violation.site} in {violation.function}"
     call = violation.call
@@ -243,12 +268,34 @@ def format_message(violation: Violation) -> str:
         head = f"Event loop blocked for {duration * 1000:.0f} ms in {call} at {where}"
     else:
         # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT ...)"
-        head = f"Blocking call to {call if '(' in call else call + '()'} in async context at {where}"
+        head = (
+            f"Blocking call to {call if '(' in call else call + '()'} in async context at {where}"
+        )
+        library = violation.library_frame
+        if library is not None and library[:2] != (violation.filename, violation.lineno):
+            head += f" (inside {library_path(library[0])}:{library[1]} in {library[2]})"
     route = violation.context.get("route") or violation.context.get("path")
     if route:
         method = violation.context.get("method") or ""
         head += f" (request {method} {route})".replace("( ", "(")
-    return escape_control(f"{head}; {violation.advice}")
+    return escape_control(f"{head}; {violation.advice}{_duration_text(violation)}")
+
+
+def _duration_text(violation: Violation) -> str:
+    if violation.kind != "call" or violation.duration_s is None:
+        return ""
+    milliseconds = format_ms(violation.duration_s)
+    if violation.action is Mode.OFFLOAD:
+        return f" (ran {milliseconds} ms in a worker thread, off the loop)"
+    return f" (blocked {milliseconds} ms)"
+
+
+def format_ms(seconds: float) -> str:
+    """Milliseconds, with the digits a short call needs: ``300.2``, ``0.004``."""
+    milliseconds = seconds * 1000
+    return (
+        f"{milliseconds:.1f}" if milliseconds >= 1 or milliseconds == 0 else f"{milliseconds:.3f}"
+    )
 
 
 class BlockingCallError(RuntimeError):
@@ -263,89 +310,33 @@ class BlockingCallWarning(RuntimeWarning):
     """A blocking call was made on a thread running an event loop (warn mode)."""
 
 
-_WARNING_NAMES = frozenset(
-    {"blockbuster_lite.BlockingCallWarning", "blockbuster_lite.core.report.BlockingCallWarning"}
-)
-_ACTIONS = ("default", "error", "ignore", "always", "module", "once")
+_forked = False
 
 
-def apply_warning_options(options: list[str]) -> None:
-    """Apply ``-W``/``PYTHONWARNINGS`` entries that name our warning class.
-
-    CPython parses those options before site-packages can be imported, so it drops a category
-    from an installed package ("Invalid -W option ignored"); we apply them once we exist.
-    """
-    import warnings
-
-    for option in options:
-        parts = [part.strip() for part in option.split(":")]
-        if len(parts) < 3 or parts[2] not in _WARNING_NAMES:
-            continue
-        action = next((a for a in _ACTIONS if parts[0] and a.startswith(parts[0])), None)
-        lineno = parts[4] if len(parts) > 4 else ""
-        if action is None or (lineno and not lineno.isdigit()):
-            continue
-        message = parts[1]
-        module = parts[3] if len(parts) > 3 else ""
-        warnings.filterwarnings(
-            action,  # type: ignore[arg-type]
-            message,
-            BlockingCallWarning,
-            f"{module}\\Z" if module else "",
-            int(lineno or 0),
-        )
+def _note_fork() -> None:
+    global _forked
+    _forked = True
 
 
-def warn_violation(violation: Violation, module: str | None) -> None:
-    """Issue the BlockingCallWarning for ``violation`` at its site, through ``warnings``' filters.
-
-    Warn mode never raises into the program because of a blanket error filter (``-W error``,
-    pytest's ``filterwarnings = error``, ``simplefilter("error")``): the warning is then shown as
-    the ``default`` action would show it (``warnings.showwarning``: stderr, or pytest's warnings
-    summary). Only an ``error`` filter whose category is ``BlockingCallWarning`` itself turns it
-    into an exception: an explicit opt-in.
-    """
-    import warnings
-
-    text = format_message(violation)
-    try:
-        warnings.warn_explicit(
-            text,
-            BlockingCallWarning,
-            violation.filename,
-            violation.lineno,
-            module=module or None,
-            registry=None,
-        )
-    except BlockingCallWarning as exc:
-        if error_asked_for(text, module, violation.filename, violation.lineno):
-            raise
-        warnings.showwarning(exc, BlockingCallWarning, violation.filename, violation.lineno)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork)
 
 
-def error_asked_for(text: str, module: str | None, filename: str, lineno: int) -> bool:
-    """The filter ``warnings`` applies to this warning is an ``error`` naming our class."""
-    import warnings
-
-    if not module:  # what warn_explicit matches when given no module
-        module = filename[:-3] if filename.endswith(".py") else filename or "<unknown>"
-    for action, message, category, module_pattern, filter_lineno in warnings.filters:
-        if (
-            _matches(message, text)
-            and issubclass(BlockingCallWarning, category)
-            and _matches(module_pattern, module)
-            and filter_lineno in (0, lineno)
-        ):
-            return action == "error" and category is BlockingCallWarning
-    return False
+def worker_tag() -> str:
+    """`` [pid N]`` in a worker process (forked, e.g. gunicorn, or spawned by multiprocessing,
+    e.g. ``uvicorn --workers``) and in gunicorn's arbiter, so lines from several processes can
+    be told apart; else ``""``."""
+    if not _forked and "gunicorn.arbiter" not in sys.modules:
+        multiprocessing = sys.modules.get("multiprocessing")
+        parent = getattr(multiprocessing, "parent_process", None)
+        if parent is None or parent() is None:
+            return ""
+    return f" [pid {os.getpid()}]"
 
 
-def _matches(pattern: Any, text: str) -> bool:
-    if pattern is None:
-        return True
-    if isinstance(pattern, str):  # CPython's internal default filters hold plain text
-        return pattern == text
-    return bool(pattern.match(text))
+def report_text(violation: Violation) -> str:
+    """The message as warnings and log records show it: with the worker's pid, if any."""
+    return format_message(violation) + worker_tag()
 
 
 def render_stack(frame: FrameType | None) -> tuple[str, ...]:

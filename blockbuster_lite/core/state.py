@@ -20,6 +20,7 @@ class ActiveGuard(Protocol):
     allow: tuple[AllowRule, ...]
     scope: tuple[str, ...] | None
     in_startup: bool
+    default_allow: bool
 
     def effective_mode(self) -> Mode: ...
 
@@ -33,6 +34,10 @@ class _State:
     guards: tuple[ActiveGuard, ...] = ()
     #: Called with every recorded violation (statistics, OpenTelemetry); errors are contained.
     observers: tuple[Callable[[Violation], None], ...] = ()
+    #: Calls checked on a loop thread under an active guard (the exit summary's "checked calls").
+    checked_calls: int = 0
+    #: HTTP requests seen by the ASGI middleware (the exit summary's "requests").
+    requests_served: int = 0
 
 
 state = _State()

@@ -43,6 +43,7 @@ from ..core.state import request_context, state
 from .startup import end_startup
 
 __all__ = (
+    "HANDLED",
     "MAX_REQUEST_VIOLATIONS",
     "MAX_ROUTES",
     "UNROUTED",
@@ -60,6 +61,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("blockbuster_lite.asgi")
 
 _KEYS = ("method", "path", "route")
+#: Scope key set by the outermost middleware; an inner one (zero-code instrumentation plus a
+#: middleware added by hand) passes the request straight through instead of handling it twice.
+HANDLED = "blockbuster_lite.handled"
 
 #: The route-statistics key of requests no route matched (404s, apps without a router).
 UNROUTED = "<unrouted>"
@@ -290,6 +294,11 @@ class BlockBusterMiddleware:
             await self.app(scope, receive, send)
             return
         self._start_serving()
+        if scope.get(HANDLED):
+            await self.app(scope, receive, send)
+            return
+        scope[HANDLED] = True
+        state.requests_served += 1
         context = RequestContext(scope, self)
         status: int | None = None
 

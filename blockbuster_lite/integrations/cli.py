@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import site
 import sys
+import sysconfig
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -74,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict-startup", action="store_true",
                         help="raise mode raises during server start-up too (no start-up grace)")  # fmt: skip
     parser.add_argument("--summary", action="store_true",
-                        help="print each blocking call site with count and time at exit")  # fmt: skip
+                        help="print each blocking call site with count and time at exit "
+                             "(the default; kept for scripts)")  # fmt: skip
+    parser.add_argument("--no-summary", action="store_true",
+                        help="no exit summary (BLOCKBUSTER_LITE_SUMMARY=0)")  # fmt: skip
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     return parser
 
@@ -92,6 +97,8 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         env[ENV_STRICT_STARTUP] = "1"
     if args.summary:
         env[ENV_SUMMARY] = "1"
+    if args.no_summary:
+        env[ENV_SUMMARY] = "0"
     return env
 
 
@@ -109,8 +116,28 @@ def command_line(command: Sequence[str]) -> list[str]:
         return [sys.executable, *command]
     if _BARE_PYTHON.fullmatch(command[0]):
         return [sys.executable, *command[1:]]
+    own = environment_script(command[0])
+    if own is not None:
+        return [own, *command[1:]]
     return list(command)
 
+
+def script_directories() -> list[str]:
+    """Where this interpreter's environment installs console scripts (``bin/``, ``Scripts\\``)."""
+    directories = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    return list(dict.fromkeys(d for d in directories if d))
+
+
+def environment_script(name: str) -> str | None:
+    """``name``'s console script in this environment, when PATH does not find it (a virtualenv
+    that is not activated: ``.venv/bin/python -m blockbuster_lite -- uvicorn app:app``)."""
+    if os.sep in name or (os.altsep and os.altsep in name) or shutil.which(name) is not None:
+        return None
+    for directory in script_directories():
+        found = shutil.which(name, path=directory)
+        if found is not None:
+            return found
+    return None
 
 
 def hook_installed() -> bool:

@@ -10,13 +10,16 @@ definition in force for the test, not at the name. Allow rules come from ``BLOCK
 ``blockbuster_allow``), plus the marker's own; ``BLOCKBUSTER_LITE_SCOPE`` applies too.
 
 Each test gets a fresh guard for its setup, call and teardown, so blocking calls in async fixtures
-(pytest-asyncio, anyio) count as well. Sync tests run no loop and are never flagged. In raise
+(pytest-asyncio, anyio) count as well. Sync code with no loop is never flagged, but a sync test
+that runs a loop is checked: ``TestClient`` runs the app on a loop in a portal thread. In raise
 mode a test fails when a blocking call was made while its guard decided, even when the code under
 test swallowed the ``BlockingCallError`` (FastAPI's 500, an ``except Exception``); the failure
 lists each call and site. A test that checks them on purpose acknowledges them with
 ``blockbuster.clear()``. Calls decided by a guard the test opened itself (``with intercept(...)``)
 are that test's business and do not fail it. Warn mode reports through pytest's warnings summary,
-log mode through captured logs.
+log mode through captured logs. At the end of the run the terminal summary lists the call sites
+once each (``pytest_report``): raise-mode failures grouped per site with the first tests, and in
+warn and log modes a per-site table with count, total and maximum time.
 
 When ``BLOCKBUSTER_LITE_MODE`` is set, the start-up hook has already activated a process guard;
 the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). With the
@@ -36,6 +39,7 @@ import pytest
 if TYPE_CHECKING:
     from ..core.guard import Guard
     from ..core.report import Violation
+    from .pytest_report import SuiteSites
 
 __all__ = ["MODE_HELP", "Settings", "resolve_settings"]
 
@@ -53,6 +57,7 @@ MARKER_HELP = (
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
 ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
 ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
+ENV_DEFAULT_ALLOW = "BLOCKBUSTER_LITE_DEFAULT_ALLOW"
 DEFAULT_SOURCE = "default"
 
 
@@ -65,11 +70,14 @@ class Settings:
     allow: tuple[str, ...] = ()
     allow_source: str = ""
     scope: tuple[str, ...] | None = None
+    #: False (BLOCKBUSTER_LITE_DEFAULT_ALLOW=0): the known-trivial library calls are checked too
+    default_allow: bool = True
 
 
 @dataclass
 class _TestRun:
     guard: Guard
+    nodeid: str = ""
     #: Violations this test's guard decided in raise mode (swallowed or not).
     raised: list[Violation] = field(default_factory=list)
 
@@ -77,6 +85,7 @@ class _TestRun:
 _settings_key = pytest.StashKey[Settings]()
 _run_key = pytest.StashKey[_TestRun]()
 _current: _TestRun | None = None
+_sites: SuiteSites | None = None  # every call site the tests' own guards saw, for the summary
 
 
 TestSettings = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # mode, allow, scope
@@ -131,7 +140,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         allow_source = "ini option blockbuster_allow"
     scope = os.environ.get(ENV_SCOPE) or None
     mode, rules, parsed_scope = _validate(mode, allow, scope, source, allow_source)
-    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope)
+    default_allow = True
+    if os.environ.get(ENV_DEFAULT_ALLOW, "").strip():
+        from ..core.config import ConfigError, parse_bool
+
+        try:
+            default_allow = parse_bool(os.environ[ENV_DEFAULT_ALLOW], ENV_DEFAULT_ALLOW)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
+    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope,
+                    default_allow)  # fmt: skip
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -227,8 +245,12 @@ def _observe(violation: Violation) -> None:
     from ..core.state import state
 
     run = _current
-    if run is not None and violation.action is Mode.RAISE and state.guards[-1:] == (run.guard,):
-        run.raised.append(violation)
+    if run is None or state.guards[-1:] != (run.guard,):
+        return
+    if violation.action is Mode.RAISE:
+        run.raised.append(violation)  # reported at the end of the test, unless acknowledged
+    elif _sites is not None:
+        _sites.add(violation, run.nodeid)
 
 
 def _begin(item: pytest.Item) -> None:
@@ -244,10 +266,18 @@ def _begin(item: pytest.Item) -> None:
         return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ..core.guard import Guard
     from ..core.state import state
+    from .pytest_report import SuiteSites
 
+    global _sites
+    if _sites is None:
+        _sites = SuiteSites()
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
-    run = _TestRun(Guard(mode, allow=allow, scope=scope, source="pytest plugin"))
+    default_allow = item.config.stash[_settings_key].default_allow
+    guard = Guard(
+        mode, allow=allow, scope=scope, source="pytest plugin", default_allow=default_allow
+    )
+    run = _TestRun(guard, item.nodeid)
     item.stash[_run_key] = run
     _current = run
     run.guard.start()
@@ -259,7 +289,15 @@ def _end(item: pytest.Item) -> None:
     if run is not None:
         run.guard.stop()
         del item.stash[_run_key]
+        if _sites is not None:
+            for violation in _unacknowledged(run, 0):
+                _sites.add(violation, run.nodeid)
     _current = None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _sites:
+        _sites.write(terminalreporter)
 
 
 def _describe(violations: list[Violation], *, caught: bool = False) -> str:

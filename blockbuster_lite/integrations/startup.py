@@ -36,9 +36,9 @@ from typing import Any
 
 import wrapt
 
-from ..core.config import ConfigError, Mode, parse_flag
+from ..core.config import ENV_MODE, ConfigError, Mode, parse_bool, parse_flag
 from ..core.guard import Guard, activate_from_env, process_guard
-from ..core.report import logger
+from ..core.report import logger, worker_tag
 
 __all__ = [
     "ENV_STRICT_STARTUP",
@@ -90,7 +90,8 @@ def activate_at_startup(environ: Mapping[str, str] | None = None) -> Guard | Non
 def _activate(environ: Mapping[str, str]) -> Guard | None:
     global _grace_wanted
     strict = parse_flag(environ.get(ENV_STRICT_STARTUP, ""), ENV_STRICT_STARTUP)
-    summary = parse_flag(environ.get(ENV_SUMMARY, ""), ENV_SUMMARY)
+    raw_summary = environ.get(ENV_SUMMARY, "")  # on unless turned off: a clean run says so
+    summary = parse_bool(raw_summary, ENV_SUMMARY)
     guard = activate_from_env(environ)
     if guard is None:
         return None
@@ -98,12 +99,34 @@ def _activate(environ: Mapping[str, str]) -> Guard | None:
         from .summary import install_summary
 
         install_summary()
+    _announce(guard, summary)
     if guard.mode is Mode.RAISE and not strict:
         _grace_wanted = True
         for module, owner, method in SERVER_STARTUPS:
             wrapt.register_post_import_hook(_follow_server(owner, method), module)
         wrapt.register_post_import_hook(_on_middleware_import, MIDDLEWARE_MODULE)
     return guard
+
+
+def _announce(guard: Guard, summary: bool) -> None:
+    """The one start-up line: mode, patched functions, watchdog, what else is on."""
+    from ..core.patcher import patcher
+
+    watchdog = f"watchdog {guard.watchdog * 1000:g} ms" if guard.watchdog else "watchdog off"
+    parts = [
+        f"{guard.mode.value} mode",
+        f"{len(patcher.applied())} of {patcher.registered()} functions patched, the rest when "
+        "their module is imported",
+        watchdog,
+    ]
+    if not guard.default_allow:
+        parts.append("known-trivial library calls checked too")
+    servers = sys.modules.get("blockbuster_lite.integrations.servers")  # no import: no cycle
+    if getattr(servers, "_installed", False):
+        parts.append("ASGI apps of uvicorn/hypercorn instrumented when loaded")
+    if summary:
+        parts.append("summary at exit")
+    _complain(f"active from {ENV_MODE} ({', '.join(parts)}){worker_tag()}")
 
 
 def _complain(message: str) -> None:

@@ -50,7 +50,7 @@ import anyio
 
 from ..core.actions import build_violation, log_failure, record, warn
 from ..core.config import Mode
-from ..core.report import Violation, evolve, format_message, logger
+from ..core.report import Violation, evolve, logger, report_text
 from ..core.state import reentrant
 from .files import OffloadingFile
 from .portal import (
@@ -119,7 +119,9 @@ def try_offload(
         problem = portal_problem()
         if problem is not None:
             return False, None, problem
-        violation = build_violation(target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call)
+        violation = build_violation(
+            target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call
+        )
         if guard.first_report(violation):
             _log_offloaded(violation)
     except Exception as exc:
@@ -192,7 +194,7 @@ def _poll(acquire: Callable[[bool], bool], timeout: float | None) -> bool:
 def _log_offloaded(violation: Violation) -> None:
     token = reentrant.set(True)
     try:
-        logger.warning("%s", format_message(violation))
+        logger.warning("%s", report_text(violation))
     finally:
         reentrant.reset(token)
 
@@ -202,5 +204,3 @@ def _record(violation: Violation, duration: float) -> None:
         record(evolve(violation, duration_s=duration))
     except Exception as exc:
         log_failure(f"offload of {violation.family or violation.call}", exc)
-
-

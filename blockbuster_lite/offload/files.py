@@ -99,5 +99,3 @@ class OffloadingFile(wrapt.ObjectProxy[Any]):
 
     def writelines(self, lines: Any) -> Any:
         return _io(self.__wrapped__.writelines, (lines,), {}, True)
-
-

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..core.actions import record
 from ..core.config import Mode
-from ..core.report import Violation, format_message, logger, warn_violation
+from ..core.report import Violation, format_message, logger
 from ..core.state import reentrant, state
+from ..core.warn import warn_violation
 
 if TYPE_CHECKING:
     from ..core.state import ActiveGuard
@@ -60,7 +61,10 @@ def log_failure(exc: BaseException) -> None:
 
 
 def emit(
-    violation: Violation, module: str, context: contextvars.Context | None, extra: ActiveGuard | None
+    violation: Violation,
+    module: str,
+    context: contextvars.Context | None,
+    extra: ActiveGuard | None,
 ) -> None:
     guards = state.guards
     guard = guards[-1] if guards else extra
@@ -98,5 +102,3 @@ def _tell(violation: Violation, module: str) -> None:
             logger.warning("%s", format_message(violation))
     finally:
         reentrant.reset(token)
-
-

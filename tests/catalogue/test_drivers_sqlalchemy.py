@@ -206,3 +206,22 @@ def test_restored_after_the_guard() -> None:
         after = vars(cls)
         assert after.keys() == before[cls].keys()
         assert all(after[name] is value for name, value in before[cls].items()), cls
+
+
+def test_the_asyncio_extension_over_asyncpg_connects_in_raise_mode(postgres: PostgresInfo) -> None:
+    # asyncpg stats ~/.pgpass and ~/.postgresql/* on every connect: known-trivial, let through
+    async def main() -> list[Any]:
+        async_engine = create_async_engine(pg_url(postgres, "asyncpg"))
+        try:
+            async with async_engine.connect() as conn:
+                return [await conn.scalar(text("select 41 + 1"))]
+        finally:
+            await async_engine.dispose()
+
+    with bl.intercept("raise") as guard:
+        assert asyncio.run(main()) == [42]
+    assert guard.violations == []
+    with bl.intercept("raise", default_allow=False), pytest.raises(bl.BlockingCallError) as info:
+        asyncio.run(main())
+    library = info.value.violation.library_frame
+    assert library is not None and "asyncpg" in library[0]

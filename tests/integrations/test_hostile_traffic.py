@@ -250,7 +250,8 @@ def test_two_thousand_ports_from_one_line_give_one_warning_and_one_summary_row()
     assert len(ours) == 1, [str(w.message) for w in ours]
     rows = summary.rows()
     assert [(row.call, row.count) for row in rows] == [("socket.socket.connect", 2000)]
-    assert len(summary.render().splitlines()) == 3  # heading, column names, one row
+    # heading, group ("during requests"), column names, one row
+    assert len(summary.render().splitlines()) == 4
     assert route_stats() == {"/scan": {"socket.socket.connect": 2000}}
 
 

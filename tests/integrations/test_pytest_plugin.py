@@ -44,7 +44,8 @@ def test_sync_sleep_never_fails():
 
 @pytest.fixture(autouse=True)
 def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY"):
+    for name in ("MODE", "ALLOW", "SCOPE", "WATCHDOG_MS", "STRICT_STARTUP", "SUMMARY",
+                 "DEFAULT_ALLOW", "ASGI"):
         monkeypatch.delenv(f"BLOCKBUSTER_LITE_{name}", raising=False)
 
 

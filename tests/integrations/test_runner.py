@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,31 @@ def test_runs_uvicorn_and_its_workers(tmp_path: Path) -> None:
         server.wait_until_listening()
         assert server.get("/block").status_code == 200
     assert f"in async context at app.py:{APP_BLOCK_LINE} in block" in server.output
+
+
+def test_finds_its_environments_console_scripts_off_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a virtualenv used without activating it: its bin/ is not on PATH
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                               if os.path.realpath(p) != os.path.realpath(bin_dir))  # fmt: skip
+    assert shutil.which("uvicorn", path=env_path) is None  # else this test proves nothing
+    monkeypatch.setenv("PATH", env_path)
+    args = [sys.executable, "-m", "blockbuster_lite", "--mode", "offload", "--",
+            "uvicorn", "app:app", "--port", str(port)]  # fmt: skip
+    with serve(tmp_path, args, port) as server:
+        server.wait_until_listening()
+        assert server.get("/block").status_code == 200
+    assert "cannot run" not in server.output
+    assert "offloaded to a worker thread" in server.output
+
+
+def test_the_summary_is_on_by_default_and_no_summary_turns_it_off(tmp_path: Path) -> None:
+    shown = runner(tmp_path, "--", "script.py")
+    assert "blockbuster_lite summary" in shown.stderr  # script.py sleeps on the loop
+    quiet = runner(tmp_path, "--no-summary", "--", "script.py")
+    assert '"BLOCKBUSTER_LITE_SUMMARY": "0"' in quiet.stdout
+    assert "blockbuster_lite summary" not in quiet.stderr
+    assert "BlockingCallWarning" in quiet.stderr  # still checked
