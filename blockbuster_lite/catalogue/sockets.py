@@ -14,9 +14,7 @@ SOCKET_ADVICE = (
     "use asyncio streams / anyio.connect_tcp(), or offload with await anyio.to_thread.run_sync(...)"
 )
 DNS_ADVICE = "use await loop.getaddrinfo() / anyio.getaddrinfo(), or offload with await anyio.to_thread.run_sync(...)"
-HTTP_ADVICE = (
-    "use httpx.AsyncClient or aiohttp, or offload with await anyio.to_thread.run_sync(...)"
-)
+HTTP_ADVICE = "use httpx.AsyncClient or aiohttp, or offload with await anyio.to_thread.run_sync(...)"
 
 SOCKET_METHODS = (
     "connect", "connect_ex", "accept", "send", "sendall", "sendto", "sendmsg", "sendfile",

@@ -35,10 +35,7 @@ def _replace_connect(original: Any) -> Any:
         else:
             import sqlite3
 
-            kwargs = {
-                **kwargs,
-                "factory": checked_factory(kwargs.get("factory", sqlite3.Connection)),
-            }
+            kwargs = {**kwargs, "factory": checked_factory(kwargs.get("factory", sqlite3.Connection))}
         return handler(wrapped, instance, args, kwargs)
 
     return Wrapper(original, connect, None, ("sqlite3", "connect"))

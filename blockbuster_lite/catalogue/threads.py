@@ -76,7 +76,9 @@ def describe_wait(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
 
 LOCK_ACQUIRE = Target("threading", "Lock", "threading.Lock.acquire", None, ADVICE, offload=False)
-RLOCK_ACQUIRE = Target("threading", "RLock", "threading.RLock.acquire", None, ADVICE, offload=False)
+RLOCK_ACQUIRE = Target(
+    "threading", "RLock", "threading.RLock.acquire", None, ADVICE, offload=False
+)
 _lock_handler = make_handler(LOCK_ACQUIRE)
 _rlock_handler = make_handler(RLOCK_ACQUIRE)
 

@@ -6,9 +6,7 @@ from typing import Any
 
 from ..core.targets import Target
 
-ADVICE = (
-    "use await asyncio.sleep() / anyio.sleep(), or offload with await anyio.to_thread.run_sync(...)"
-)
+ADVICE = "use await asyncio.sleep() / anyio.sleep(), or offload with await anyio.to_thread.run_sync(...)"
 
 
 def _sleeps(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

@@ -107,9 +107,7 @@ def parse_flag(value: object, source: str) -> bool:
     )
 
 
-def _number(
-    value: object, source: str, what: str, expected: str, text_scale: float | None
-) -> float:
+def _number(value: object, source: str, what: str, expected: str, text_scale: float | None) -> float:
     """A finite float from a number, or from text (scaled: ms -> s) when ``text_scale`` is set."""
     if isinstance(value, str) and text_scale is not None:
         try:
@@ -149,9 +147,7 @@ def parse_seconds(
     ``text_in_ms`` (environment, options, ini) the value is text in milliseconds.
     """
     if text_in_ms:
-        expected = (
-            f"a finite number of milliseconds from {minimum * 1000:.10g} to {maximum * 1000:.10g}"
-        )
+        expected = f"a finite number of milliseconds from {minimum * 1000:.10g} to {maximum * 1000:.10g}"
     else:
         expected = f"a finite number of seconds from {minimum:.10g} to {maximum:.10g}"
     seconds = _number(value, source, what, expected, 0.001 if text_in_ms else None)
@@ -236,9 +232,7 @@ def _parse_rule(text: object, source: str) -> AllowRule:
     return AllowRule(rule, module=path)
 
 
-def parse_allow(
-    rules: Iterable[str] | str, source: str = "argument 'allow'"
-) -> tuple[AllowRule, ...]:
+def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") -> tuple[AllowRule, ...]:
     """Parse allow rules given as an iterable or a comma-separated string."""
     if isinstance(rules, str):
         items: list[object] = [part for part in rules.split(",") if part.strip()]

@@ -282,11 +282,7 @@ def activate(
                 if current.watchdog != guard.watchdog:
                     current.stop()
                     current.watchdog = guard.watchdog
-                    current.mode, current.allow, current.scope = (
-                        guard.mode,
-                        guard.allow,
-                        guard.scope,
-                    )
+                    current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope
                     current.default_allow = guard.default_allow
                     return current.start()
                 current.mode, current.allow, current.scope = guard.mode, guard.allow, guard.scope

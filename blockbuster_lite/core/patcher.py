@@ -29,7 +29,6 @@ from .transparent import Wrapper, shadow, unshadow
 
 __all__ = ["Predicate", "Target", "patcher"]
 
-
 @dataclass
 class _Applied:
     target: Target
@@ -231,11 +230,7 @@ class Patcher:
                 if key in self._applied:
                     continue
                 applied = self._built.get(key)
-                if (
-                    applied is None
-                    or applied.target is not target
-                    or not _unchanged(module, applied)
-                ):
+                if applied is None or applied.target is not target or not _unchanged(module, applied):
                     applied = _resolve(module, target, self._ours)
                     if applied is None:
                         continue

@@ -109,6 +109,7 @@ LOOP_DRIVERS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+
 @dataclass(frozen=True)
 class KnownTrivial:
     """Library calls known to be short that users cannot change: debug-logged, never reported.

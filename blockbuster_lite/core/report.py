@@ -167,9 +167,9 @@ class Violation:
     lineno: int
     function: str
     stack: tuple[str, ...] = field(  # kept as Frames, rendered when read (see _StackField)
-        default=_StackField(),
+        default=_StackField(),  # type: ignore[arg-type]
         compare=False,
-        repr=False,  # type: ignore[arg-type]
+        repr=False,
     )
     action: Mode = Mode.WARN
     thread_name: str = ""

@@ -120,13 +120,7 @@ class StatsCollector:
             items = [(key, site.call, site.count, site.timed, site.total, site.maximum,
                       list(site.reservoir)) for key, site in self._sites.items()]  # fmt: skip
         rows = []
-        for (
-            kind,
-            _,
-            filename,
-            lineno,
-            function,
-        ), call, count, timed, total, maximum, kept in items:
+        for (kind, _, filename, lineno, function), call, count, timed, total, maximum, kept in items:
             kept.sort()
             rows.append(
                 SiteStats(

@@ -274,9 +274,7 @@ def _begin(item: pytest.Item) -> None:
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
     default_allow = item.config.stash[_settings_key].default_allow
-    guard = Guard(
-        mode, allow=allow, scope=scope, source="pytest plugin", default_allow=default_allow
-    )
+    guard = Guard(mode, allow=allow, scope=scope, source="pytest plugin", default_allow=default_allow)
     run = _TestRun(guard, item.nodeid)
     item.stash[_run_key] = run
     _current = run

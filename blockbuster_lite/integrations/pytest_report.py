@@ -68,9 +68,7 @@ class SuiteSites:
         raised = [s for (mode, *_), s in self._sites.items() if mode == "raise"]
         other = [s for (mode, *_), s in self._sites.items() if mode != "raise"]
         if raised:
-            terminal.write_sep(
-                "=", "blockbuster_lite: tests failed by blocking calls, by call site"
-            )
+            terminal.write_sep("=", "blockbuster_lite: tests failed by blocking calls, by call site")
             raised.sort(key=lambda s: (s.test_count, s.count), reverse=True)
             for site in raised:
                 terminal.write_line(f"{_where(site.first)}: "

@@ -134,14 +134,7 @@ class Summary(StatsCollector):
             entries = [(key, e.count, e.timed, e.total, e.maximum, [r for r, _ in e.routes.most_common()])
                        for key, e in self._entries.items()]  # fmt: skip
         rows = []
-        for (
-            group,
-            kind,
-            call,
-            filename,
-            lineno,
-            function,
-        ), count, timed, total, top, routes in entries:
+        for (group, kind, call, filename, lineno, function), count, timed, total, top, routes in entries:
             rows.append(SummaryRow(group, kind, call, filename, lineno, function, count, timed,
                                    total, top if timed else None, tuple(routes)))  # fmt: skip
         order = list(_TITLES)

@@ -119,9 +119,7 @@ def try_offload(
         problem = portal_problem()
         if problem is not None:
             return False, None, problem
-        violation = build_violation(
-            target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call
-        )
+        violation = build_violation(target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call)
         if guard.first_report(violation):
             _log_offloaded(violation)
     except Exception as exc:
@@ -204,3 +202,5 @@ def _record(violation: Violation, duration: float) -> None:
         record(evolve(violation, duration_s=duration))
     except Exception as exc:
         log_failure(f"offload of {violation.family or violation.call}", exc)
+
+

@@ -99,3 +99,5 @@ class OffloadingFile(wrapt.ObjectProxy[Any]):
 
     def writelines(self, lines: Any) -> Any:
         return _io(self.__wrapped__.writelines, (lines,), {}, True)
+
+

@@ -38,6 +38,8 @@ DEFAULT_OFFLOAD_THREADS = 40
 DEFAULT_SATURATION_S = 0.1
 
 
+
+
 class _Settings:
     capacity: int | None = None  # None: not read from the environment yet
     file_capacity: int | None = None

@@ -136,3 +136,5 @@ def _bring_back(before: contextvars.Context, work: contextvars.Context) -> None:
                 var.set(value)
     except Exception:
         logger.exception("blockbuster_lite: could not copy context variables back from a worker")
+
+

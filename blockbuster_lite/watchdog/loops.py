@@ -302,3 +302,5 @@ def cpu_bound_start(watch: LoopWatch, end: float) -> float | None:
         share = min(max((end_cpu - busy_cpu) / (end - busy_at), 0.05), 1.0)
     length = min(max(used / share, end - busy_at), end - free_at)
     return end - length
+
+

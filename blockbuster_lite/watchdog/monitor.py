@@ -55,6 +55,7 @@ def _busy_interval(threshold: float) -> float:
     return min(max(threshold / 10, 0.005), 0.1)
 
 
+
 class Monitor:
     """The process's one watchdog thread and the loops it watches."""
 
@@ -345,12 +346,7 @@ class Monitor:
             self._stall(watch, start, end, busy, extra)
 
     def _stall(
-        self,
-        watch: LoopWatch,
-        start: float,
-        end: float,
-        busy: list[Sample],
-        extra: ActiveGuard | None,
+        self, watch: LoopWatch, start: float, end: float, busy: list[Sample], extra: ActiveGuard | None
     ) -> None:
         duration = end - start
         if duration < self.threshold or not busy:
@@ -398,3 +394,5 @@ class Monitor:
                         watch.gaps.append((start, now))
                         watch.turn_start = now
                 self._report_gaps(watch, guard)
+
+
