@@ -12,21 +12,25 @@ CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "roll
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
 
 
-#: Connection shortcuts that CPython runs on a plain C cursor; ours use ``self.cursor()`` so the
-#: cursor they return is a checked one too.
+#: Connection shortcuts that CPython runs on a plain C cursor; on the loop ours use
+#: ``self.cursor()`` so the cursor they return is a checked one too. Off the loop they call the
+#: C method itself (one Python frame, not four): the cursor it returns is a plain one, which
+#: cannot reach the loop thread anyway unless the connection was opened with
+#: ``check_same_thread=False``.
 _VIA_CURSOR = frozenset({"execute", "executemany", "executescript"})
 
 
 def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
     original: Any
+    direct = getattr(cls.__mro__[1], name)
     if kind == "Connection" and name in _VIA_CURSOR:
 
         def original(self: Any, *args: Any, **kwargs: Any) -> Any:
             return getattr(self.cursor(), name)(*args, **kwargs)
 
     else:
-        original = getattr(cls.__mro__[1], name)
-    method = make_method(target, original)
+        original = direct
+    method = make_method(target, original, direct)
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
     return method

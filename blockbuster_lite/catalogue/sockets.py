@@ -39,12 +39,15 @@ TARGETS = (
     *(
         Target(
             "socket", f"socket.{name}", f"socket.socket.{name}", blocking_socket, SOCKET_ADVICE,
-            positional_only=name in POSITIONAL_SOCKET_METHODS,
+            positional_only=name in POSITIONAL_SOCKET_METHODS, socket_method=True,
         )
         for name in SOCKET_METHODS
     ),
     *(
-        Target("ssl", f"SSLSocket.{name}", f"ssl.SSLSocket.{name}", blocking_socket, SOCKET_ADVICE)
+        Target(
+            "ssl", f"SSLSocket.{name}", f"ssl.SSLSocket.{name}", blocking_socket, SOCKET_ADVICE,
+            socket_method=True,
+        )
         for name in SSL_METHODS
     ),
     *(
