@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import functools
 import inspect
 import threading
@@ -23,6 +24,7 @@ from .config import (
 )
 from .extensions import extensions
 from .patcher import patcher
+from .repeats import Repeat, SeenSite, SiteKey, flush_log_counts, materialize
 from .report import Violation, logger
 from .state import exempt, state
 from .stats import SiteStats, StatsCollector
@@ -76,10 +78,12 @@ class Guard:
             require_offload(source)
         self._source = source
         self._max = max_violations
-        self._violations: deque[Violation] = deque(maxlen=max_violations)
+        self._violations: deque[Violation | Repeat] = deque(maxlen=max_violations)
         self._reported: set[tuple[str, str, int]] = set()
+        #: Sites reported in warn or log mode: their repeats are counted (see core/repeats.py).
+        self._seen: dict[SiteKey, SeenSite] = {}
         self._stats = StatsCollector()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
         self._active = False
         self._watchdog_handle: Any = None
         #: While True, raise mode only warns (start-up grace; see the runner and the middleware).
@@ -108,18 +112,23 @@ class Guard:
     @property
     def violations(self) -> list[Violation]:
         with self._lock:
-            return list(self._violations)
+            kept = list(self._violations)
+        # repeats are kept compact (core/repeats.py) and built when first read
+        return [v if isinstance(v, Violation) else materialize(v) for v in kept]
 
     def stats(self) -> list[SiteStats]:
         """Per call site (patched calls and watchdog stalls): count and total, p50, p99 and
         maximum blocked time, worst first; every violation counts, even past ``max_violations``.
         """
+        for seen in self._seen_sites():  # repeats counted since the last fold (core/repeats.py)
+            seen.fold()
         return self._stats.snapshot()
 
     def clear(self) -> None:
         with self._lock:
             self._violations.clear()
             self._reported.clear()
+            self._seen.clear()
             self._stats.clear()
 
     def __repr__(self) -> str:
@@ -131,6 +140,15 @@ class Guard:
         with self._lock:
             self._violations.append(violation)
             self._stats.add(violation)
+
+    def _keep_repeat(self, entry: Repeat) -> None:
+        """A detection at a known site (see core/repeats.py), kept compact; no lock of ours:
+        deque appends are atomic, and so is ``Guard.violations``' snapshot of the deque."""
+        self._violations.append(entry)
+
+    def _seen_sites(self) -> list[SeenSite]:
+        with self._lock:
+            return list(self._seen.values())
 
     def first_report(self, violation: Violation) -> bool:
         """True the first time this guard sees this call at this site (deduplicates reports)."""
@@ -170,6 +188,7 @@ class Guard:
             self._active = False
             state.guards = tuple(g for g in state.guards if g is not self)
             patcher.release()
+        flush_log_counts(self)
         handle, self._watchdog_handle = self._watchdog_handle, None
         if handle is not None:
             handle.stop()

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from .actions import act, log_failure
+from .actions import act, act_again, log_failure
 from .config import Mode
 from .loop import trio_state
 from .policy import Site, locate
+from .repeats import SeenSite
 from .state import exempt, reentrant, state
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ __all__ = ["checked_call", "make_handler", "make_method"]
 Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
 # Reading an Enum member through its class costs ~100 ns on Python 3.11; the hot path uses this.
-_OFF = Mode.OFF
+_OFF, _WARN, _LOG, _RAISE = Mode.OFF, Mode.WARN, Mode.LOG, Mode.RAISE
 
 
 def make_handler(target: Target) -> Handler:
@@ -170,16 +171,31 @@ def checked_call(
     if guard.mode is _OFF:
         return wrapped(*args, **kwargs)
     site: Site | None = None
+    seen: SeenSite | None = None
     try:
         predicate = target.predicate
         blocking = predicate is None or predicate(instance, args, kwargs)
         if blocking:
-            site = locate(sys._getframe(1), guard.allow, guard.scope)
+            if guard._seen and not guard.allow:
+                # Called straight from a user frame this guard has reported at (warn, log):
+                # locate() would pick that very frame, so the counted path needs no walk.
+                caller = sys._getframe(2)
+                seen = guard._seen.get((target.call, id(caller.f_code), caller.f_lineno))
+            if seen is None or not seen.user:
+                seen = None
+                site = locate(sys._getframe(1), guard.allow, guard.scope)
     except Exception as exc:  # a bug in a predicate never reaches the user's program
         log_failure(target.call, exc)
         blocking = False
     if not blocking:
         return wrapped(*args, **kwargs)
+    if seen is not None:
+        mode = guard.mode  # guard.effective_mode(), inlined
+        if mode is _RAISE and guard.in_startup:
+            mode = _WARN
+        if mode is _WARN or mode is _LOG:
+            return act_again(seen, target, mode, wrapped, instance, args, kwargs)
+        site = locate(sys._getframe(1), guard.allow, guard.scope)
     if site is None:  # the machinery, an allow rule, or out of scope: calls made inside are too
         token = reentrant.set(True)
         try:

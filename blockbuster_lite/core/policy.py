@@ -11,6 +11,7 @@ import os
 import sysconfig
 from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import NamedTuple
 
 from .config import AllowRule
 
@@ -119,7 +120,11 @@ class CodeInfo:
     loop_driver: bool = False
 
 
-_code_cache: dict[CodeType, CodeInfo] = {}
+#: Keyed by ``id(code)``: hashing a code object hashes its constants (nested code objects
+#: included) on every look-up, 100-350 ns each on CPython 3.11. ``_code_kept`` holds the code
+#: objects, so an id is never reused while its entry is cached.
+_code_cache: dict[int, CodeInfo] = {}
+_code_kept: list[CodeType] = []
 
 
 def _is_machinery(module: str, qualname: str) -> bool:
@@ -151,21 +156,21 @@ def _classify(code: CodeType, module: str) -> CodeInfo:
         _is_machinery(module, qualname),
         (module, qualname) in LOOP_DRIVERS,
     )
-    _code_cache[code] = info
+    _code_kept.append(code)
+    _code_cache[id(code)] = info
     return info
 
 
 def code_info(frame: FrameType) -> CodeInfo:
     code = frame.f_code
-    info = _code_cache.get(code)
+    info = _code_cache.get(id(code))
     if info is None:
         info = _classify(code, frame.f_globals.get("__name__") or "")
     return info
 
 
-@dataclass(frozen=True)
-class Site:
-    """The frame a blocking call is attributed to."""
+class Site(NamedTuple):
+    """The frame a blocking call is attributed to (a tuple: built on every checked call)."""
 
     frame: FrameType
     info: CodeInfo
