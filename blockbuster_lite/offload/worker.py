@@ -50,7 +50,7 @@ def _leave_async_library() -> None:
 class _Job:
     """One call to run in the offload pool, in its own copy of the caller's context."""
 
-    __slots__ = ("args", "call", "context", "files", "finished", "kwargs")
+    __slots__ = ("args", "call", "context", "elapsed", "files", "finished", "kwargs")
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class _Job:
         self.args = args
         self.kwargs = kwargs
         self.finished = False
+        self.elapsed: float | None = None  # how long the call itself ran in the worker
 
     async def run(self) -> Any:
         pools: LoopPools | None = None
@@ -84,9 +85,11 @@ class _Job:
                     pools.note_wait(time.perf_counter() - submitted)
             except Exception:
                 logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
+            start = time.perf_counter()
             try:
                 return self.context.run(self.call, *self.args, **self.kwargs)
             finally:
+                self.elapsed = time.perf_counter() - start
                 self.finished = True
 
         return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
@@ -98,10 +101,12 @@ def run_offloaded(
     kwargs: dict[str, Any],
     *,
     files: bool = False,
+    timing: list[float] | None = None,
 ) -> T:
     """Run ``call(*args, **kwargs)`` in the offload pool; the current task (with a portal) waits.
 
-    ``files=True``: in the pool's bulk file I/O lane.
+    ``files=True``: in the pool's bulk file I/O lane. ``timing``: gets how long the call itself
+    ran in the worker (not the wait), when it finished.
     """
     assert greenback is not None
     before = contextvars.copy_context()
@@ -116,6 +121,8 @@ def run_offloaded(
         reentrant.reset(token)
         if job.finished:
             _bring_back(before, work)
+            if timing is not None and job.elapsed is not None:
+                timing.append(job.elapsed)
 
 
 def _bring_back(before: contextvars.Context, work: contextvars.Context) -> None:
