@@ -4,6 +4,7 @@ waits through its portal; the context variables it set are copied back into the 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import anyio.to_thread
 
 from ..core.report import logger
 from ..core.state import exempt, reentrant
+from .lanes import ThreadLane
 from .pools import LoopPools, ensure_pool_monitor
 from .portal import greenback as greenback
 
@@ -92,6 +94,8 @@ class _Job:
                 self.elapsed = time.perf_counter() - start
                 self.finished = True
 
+        if isinstance(limiter, ThreadLane):  # asyncio: one future, one trip through the loop
+            return await limiter.submit(asyncio.get_running_loop(), in_worker)
         return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
 
 
