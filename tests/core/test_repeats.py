@@ -169,9 +169,8 @@ def test_each_site_is_reported_once_by_itself() -> None:
 def test_nested_guards_both_record_repeats() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with bl.intercept("warn") as outer:
-            with bl.intercept("log") as inner:
-                asyncio.run(stat_task(4))
+        with bl.intercept("warn") as outer, bl.intercept("log") as inner:
+            asyncio.run(stat_task(4))
     assert len(inner.violations) == 4
     assert len(outer.violations) == 4
     assert outer.stats()[0].count == inner.stats()[0].count == 4
