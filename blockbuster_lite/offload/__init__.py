@@ -151,7 +151,8 @@ class _OffloadSupport:
             except ImportError as exc:
                 return False, None, f"the {exc.name or 'anyio'!r} package is missing (offload extra)"
             self._engine = engine
-        return engine(guard, target, site, wrapped, args, kwargs, call=call)
+        result: tuple[bool, Any, str] = engine(guard, target, site, wrapped, args, kwargs, call=call)
+        return result
 
     async def ensure_portal(self) -> bool:
         from .portal import ensure_portal
