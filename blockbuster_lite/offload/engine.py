@@ -174,8 +174,8 @@ def _run_inline(
             advice = f"{ran_inline(median)}; {target.advice}"
             violation = build_violation(target, site, Mode.OFFLOAD, advice, call)
             seen = times.inline = SeenSite(violation, None, site.frame.f_code)
-            if guard.first_report(violation):
-                _log_offloaded(violation)
+            guard.first_report(violation)
+            _log_offloaded(violation)  # once per site: it stopped moving to the workers
     except Exception as exc:
         log_failure(f"offload of {target.call}", exc)
         return False, None, "internal error while preparing the offload (logged)"
