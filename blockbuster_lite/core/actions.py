@@ -131,9 +131,7 @@ def act_again(
                 if len(pending) >= FOLD_EVERY or (
                     mode is _LOG and end - seen.last_log >= seen.log_interval
                 ):
-                    seen.fold()
-                    if mode is _LOG and end - seen.last_log >= seen.log_interval:
-                        log_counts(seen, target.call, end)
+                    fold(seen, target.call, mode, end)
             else:
                 call = target.call
                 if target.describe is not None:
@@ -143,6 +141,16 @@ def act_again(
                     tell_observers(violation)
         except Exception as exc:
             log_failure(target.call, exc)
+
+
+def fold(seen: SeenSite, call: str, mode: Mode, now: float) -> None:
+    """Fold a counting site's pending durations into the statistics; log mode's line when due."""
+    try:
+        seen.fold()
+        if mode is _LOG and now - seen.last_log >= seen.log_interval:
+            log_counts(seen, call, now)
+    except Exception as exc:
+        log_failure(call, exc)
 
 
 def after_call(violation: Violation, mode: Mode, duration: float) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from asyncio import _get_running_loop
 from collections.abc import Callable
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from .actions import act, act_again, log_failure
+from .actions import act, act_again, fold, log_failure
 from .config import Mode
 from .loop import trio_state
 from .policy import Site, locate
-from .repeats import SeenSite
+from .repeats import FOLD_EVERY, SeenSite
 from .state import exempt, reentrant, state
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
 # Reading an Enum member through its class costs ~100 ns on Python 3.11; the hot path uses this.
 _OFF, _WARN, _LOG, _RAISE = Mode.OFF, Mode.WARN, Mode.LOG, Mode.RAISE
+_BUILTIN = type(len)
+_perf_counter = time.perf_counter
 
 
 def make_handler(target: Target) -> Handler:
@@ -194,6 +197,19 @@ def checked_call(
         if mode is _RAISE and guard.in_startup:
             mode = _WARN
         if mode is _WARN or mode is _LOG:
+            if seen.counting and type(wrapped) is _BUILTIN and len(guards) == 1:
+                if not state.observers:  # act_again's counter bump, inlined: ~150 ns less
+                    start = _perf_counter()
+                    try:
+                        return wrapped(*args, **kwargs)
+                    finally:
+                        end = _perf_counter()
+                        pending = seen.pending
+                        pending.append(end - start)
+                        if len(pending) >= FOLD_EVERY or (
+                            mode is _LOG and end - seen.last_log >= seen.log_interval
+                        ):
+                            fold(seen, target.call, mode, end)
             return act_again(seen, target, mode, wrapped, instance, args, kwargs)
         site = locate(sys._getframe(1), guard.allow, guard.scope)
     if site is None:  # the machinery, an allow rule, or out of scope: calls made inside are too
