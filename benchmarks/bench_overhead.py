@@ -45,9 +45,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import _summary
 from blockbuster import BlockBuster, blockbuster_ctx
 
-import _summary
 import blockbuster_lite
 
 MODES = ("unpatched", "blockbuster", "blockbuster_lite")

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _summary
 from blockbuster import BlockBuster, BlockingError
 
-import _summary
 import blockbuster_lite as bl
 from blockbuster_lite import offload
 
