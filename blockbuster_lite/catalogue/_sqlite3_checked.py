@@ -36,10 +36,21 @@ def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
     return method
 
 
+#: C methods that take no keywords but whose signature Python cannot read (3.11: "invalid
+#: signature"); marked so their replacements take fixed positional slots, not ``**kwargs``.
+_POSITIONAL = frozenset(
+    {"Connection.execute", "Connection.executemany", "Connection.executescript",
+     "Connection.commit", "Connection.rollback"}
+)  # fmt: skip
+
+
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
     cls = type(base.__name__, (base,), {"__module__": base.__module__})
     for name in names:
-        target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
+        target = Target(
+            "sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice,
+            positional_only=f"{kind}.{name}" in _POSITIONAL,
+        )  # fmt: skip
         setattr(cls, name, _checked(cls, kind, name, target))
     return cls
 

@@ -73,6 +73,8 @@ def make_method(target: Target, original: Any, direct: Any = None) -> Callable[.
     """
     if direct is None:
         direct = original
+    if target.socket_method and target.max_args is not None and target.max_args <= 3:
+        return _make_socket_method(target, original)
     if target.positional_only or _takes_positional_only(direct):
         return _make_positional_method(target, original, direct)
     predicate = target.predicate
@@ -151,6 +153,41 @@ def _make_positional_method(target: Target, original: Any, direct: Any) -> Calla
         args = (
             () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
         )
+        if predicate is not None:
+            try:
+                blocks = predicate(self, args, no_kwargs)
+            except Exception:
+                blocks = True
+            if not blocks:
+                return original(self, *args)
+        return checked_call(target, MethodType(original, self), self, args, {})
+
+    return method
+
+
+def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
+    """A socket method taking at most three arguments, none by keyword (``send``, ``recv``...).
+
+    The cheapest check first: a non-blocking socket (``timeout == 0.0``, what asyncio's and
+    trio's transports use) passes before the loop is asked about, then any call off the loop.
+    Fixed slots and no ``*rest``: CPython calls such a function on its fastest path.
+    """
+    predicate = target.predicate
+    no_kwargs: dict[str, Any] = {}
+
+    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
+        try:
+            passes = self.timeout == 0.0
+        except Exception:
+            passes = False
+        if not passes and _get_running_loop() is None:
+            run_context = trio_state.run_context
+            passes = run_context is None or "runner" not in run_context.__dict__
+        if passes:
+            if b is _NO:
+                return original(self) if a is _NO else original(self, a)
+            return original(self, a, b) if c is _NO else original(self, a, b, c)
+        args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, no_kwargs)
