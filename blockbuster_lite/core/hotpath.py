@@ -45,6 +45,7 @@ def make_handler(target: Target) -> Handler:
     A predicate that fails is run again by checked_call, which reports the failure.
     """
     predicate = target.predicate
+    call = target.call
 
     def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _get_running_loop() is None:
@@ -58,6 +59,36 @@ def make_handler(target: Target) -> Handler:
                 blocks = True
             if not blocks:  # the call stays outside the try: its errors are the caller's
                 return wrapped(*args, **kwargs)
+        guards = state.guards
+        if guards and type(wrapped) is _BUILTIN:
+            # A repeat at a counting site, called straight from it (core/repeats.py): the
+            # counter bump without checked_call's frame. Every condition it relies on is
+            # re-checked here; anything else takes the general path below.
+            guard = guards[-1]
+            seen_sites = guard._seen
+            if seen_sites and not guard.allow and len(guards) == 1 and not state.observers:
+                caller = sys._getframe(1)
+                seen = seen_sites.get((call, id(caller.f_code), caller.f_lineno))
+                mode = guard.mode
+                if (
+                    seen is not None
+                    and seen.counting
+                    and seen.user
+                    and (mode is _WARN or mode is _LOG)
+                    and not reentrant.get()
+                    and not exempt.get()
+                ):
+                    start = _perf_counter()
+                    try:
+                        return wrapped(*args, **kwargs)
+                    finally:
+                        end = _perf_counter()
+                        pending = seen.pending
+                        pending.append(end - start)
+                        if len(pending) >= FOLD_EVERY or (
+                            mode is _LOG and end - seen.last_log >= seen.log_interval
+                        ):
+                            fold(seen, call, mode, end)
         return checked_call(target, wrapped, instance, args, kwargs)
 
     return handler
