@@ -1,14 +1,14 @@
 """The package's shape: layers as folders, imports one way, no cycles, no module over 400 lines.
 
 The graph is read from the source with ``ast``: every ``import`` and ``from ... import`` inside
-the package counts, at module level and inside functions alike. Imports under
-``if TYPE_CHECKING:`` are left out: they never run, they only name types for mypy.
+the package counts, at module level, inside functions and under ``if TYPE_CHECKING:`` alike (a
+type-only import back up is still a layer knowing the one above it: core names the guard it
+needs through the ``core.state.ActiveGuard`` protocol instead).
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,30 +35,12 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Every node that can run: ``if TYPE_CHECKING:`` bodies are skipped (not their else)."""
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, ast.If) and is_type_checking(node.test):
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-
-
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     """The package's modules that ``path`` imports (resolving relative imports)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -30,10 +30,9 @@ from .report import (
     render_stack,
     warn_violation,
 )
-from .state import reentrant, request_context, state
+from .state import ActiveGuard, reentrant, request_context, state
 
 if TYPE_CHECKING:
-    from .guard import Guard
     from .targets import Target
 
 __all__ = ["act", "build_violation", "log_failure", "record", "warn"]
@@ -47,7 +46,7 @@ _BUILTIN = type(len)
 
 
 def act(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     wrapped: Any,

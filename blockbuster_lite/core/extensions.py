@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .guard import Guard
     from .policy import Site
+    from .state import ActiveGuard
     from .targets import Target
 
 __all__ = ["EnvHook", "OffloadSupport", "WatchdogHandle", "extensions"]
@@ -28,7 +28,7 @@ class OffloadSupport(Protocol):
 
     def try_offload(
         self,
-        guard: Guard,
+        guard: ActiveGuard,
         target: Target,
         site: Site,
         wrapped: Any,
@@ -54,7 +54,7 @@ EnvHook = Callable[[Mapping[str, str] | None], Callable[[], None]]
 
 class _Extensions:
     offload: OffloadSupport | None = None
-    start_watchdog: Callable[[Guard, float], WatchdogHandle] | None = None
+    start_watchdog: Callable[[ActiveGuard, float], WatchdogHandle] | None = None
     env_hooks: tuple[EnvHook, ...] = ()
 
     def add_env_hook(self, hook: EnvHook) -> None:

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .guard import Guard
+    from .config import AllowRule, Mode
     from .report import Violation
 
-__all__ = ["exempt", "reentrant", "request_context", "state"]
+__all__ = ["ActiveGuard", "exempt", "reentrant", "request_context", "state"]
+
+
+class ActiveGuard(Protocol):
+    """What the hot path, the actions and the watchdog need of a guard (``guard.Guard``)."""
+
+    mode: Mode
+    allow: tuple[AllowRule, ...]
+    scope: tuple[str, ...] | None
+    in_startup: bool
+
+    def effective_mode(self) -> Mode: ...
+
+    def first_report(self, violation: Violation) -> bool: ...
+
+    def _record(self, violation: Violation) -> None: ...
 
 
 class _State:
     #: Active guards, outermost first; replaced (never mutated) so the hot path reads it lock-free.
-    guards: tuple[Guard, ...] = ()
+    guards: tuple[ActiveGuard, ...] = ()
     #: Called with every recorded violation (statistics, OpenTelemetry); errors are contained.
     observers: tuple[Callable[[Violation], None], ...] = ()
 

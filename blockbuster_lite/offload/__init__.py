@@ -32,8 +32,8 @@ from ..core.config import ConfigError
 from ..core.extensions import extensions
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
     from ..core.policy import Site
+    from ..core.state import ActiveGuard
     from ..core.targets import Target
     from .files import LARGE_IO as LARGE_IO
     from .files import OffloadingFile as OffloadingFile
@@ -135,7 +135,7 @@ class _OffloadSupport:
 
     def try_offload(
         self,
-        guard: Guard,
+        guard: ActiveGuard,
         target: Target,
         site: Site,
         wrapped: Any,

@@ -69,8 +69,8 @@ from .portal import greenback as greenback
 from .worker import run_offloaded
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
     from ..core.policy import Site
+    from ..core.state import ActiveGuard
     from ..core.targets import Target
 
 __all__ = (
@@ -99,7 +99,7 @@ def never_offloaded(call: str) -> str:
 
 
 def try_offload(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     wrapped: Any,
@@ -215,7 +215,7 @@ def _report(
 
 
 def _acquire_cooperatively(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     wrapped: Any,

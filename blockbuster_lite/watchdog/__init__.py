@@ -84,15 +84,15 @@ from .reporting import STALL_ADVICE
 from .stacks import PYTHON_CODE
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
+    from ..core.state import ActiveGuard
 
 __all__ = ["PYTHON_CODE", "STALL_ADVICE", "WatchdogHandle", "start_watchdog", "watched_loops"]
 
 
 class WatchdogHandle:
-    """What ``Guard.start()`` keeps: ``stop()`` ends this guard's watch (and the thread, if last)."""
+    """What ``ActiveGuard.start()`` keeps: ``stop()`` ends this guard's watch (and the thread, if last)."""
 
-    def __init__(self, guard: Guard, threshold: float) -> None:
+    def __init__(self, guard: ActiveGuard, threshold: float) -> None:
         self.guard = guard
         self.threshold = threshold
         self._stopped = False
@@ -116,7 +116,7 @@ _monitor: Monitor | None = None
 _lock = _thread.allocate_lock()
 
 
-def start_watchdog(guard: Guard, seconds: float) -> WatchdogHandle:
+def start_watchdog(guard: ActiveGuard, seconds: float) -> WatchdogHandle:
     """Watch every event loop of the process for stalls longer than ``seconds``."""
     if not seconds > 0:
         raise ValueError(f"watchdog threshold must be > 0, got {seconds!r}")

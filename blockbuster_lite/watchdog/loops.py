@@ -11,16 +11,40 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.loop import trio_state
 from .reporting import register_pools
 from .stacks import TaskInfo
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from ..core.state import ActiveGuard
 
-__all__ = ["MAX_SAMPLES", "LoopWatch", "Sample", "cpu_bound_start", "running_here"]
+
+class Watcher(Protocol):
+    """One guard's watch (``watchdog.WatchdogHandle``): whose, and its threshold in seconds."""
+
+    guard: ActiveGuard
+    threshold: float
+
+
+class Bell(Protocol):
+    """The monitor thread as a watched loop sees it: asleep or not, and how to wake it."""
+
+    dormant: bool
+
+    def ring(self) -> None: ...
+
+
+__all__ = [
+    "MAX_SAMPLES",
+    "Bell",
+    "LoopWatch",
+    "Sample",
+    "Watcher",
+    "cpu_bound_start",
+    "running_here",
+]
 
 #: Samples kept per stall (the most recent).
 MAX_SAMPLES = 200
@@ -70,7 +94,7 @@ class LoopWatch:
     ) -> None:
         self.target = target
         self.kind = kind  # "asyncio" or "trio"
-        self.monitor: Monitor | None = None
+        self.monitor: Bell | None = None
         self.hooked = False  # True: the loop times its own turns; False: sampled (uvloop)
         self.thread_id = thread_id
         self.thread_name = _thread_name(thread_id)

@@ -17,7 +17,7 @@ from ..core.config import Mode
 from ..core.policy import INTERNAL, code_info
 from ..core.report import Violation, render_stack
 from ..core.state import state
-from .loops import LoopWatch, Sample, cpu_bound_start, running_here
+from .loops import LoopWatch, Sample, Watcher, cpu_bound_start, running_here
 from .reporting import STALL_ADVICE, emit, log_failure
 from .stacks import (
     TaskInfo,
@@ -31,8 +31,7 @@ from .stacks import (
 )
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
-    from . import WatchdogHandle
+    from ..core.state import ActiveGuard
 
 __all__ = ["Monitor"]
 
@@ -62,7 +61,7 @@ class Monitor:
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.handles: list[WatchdogHandle] = []
+        self.handles: list[Watcher] = []
         self.watches: dict[int, LoopWatch] = {}
         # _thread's own locks: the catalogue's checked locks would cost a Python call per use.
         self.lock = _thread.RLock()  # watches, stall processing
@@ -340,14 +339,14 @@ class Monitor:
         )
 
     # -- stalls -----------------------------------------------------------------------------------
-    def _report_gaps(self, watch: LoopWatch, extra: Guard | None = None) -> None:
+    def _report_gaps(self, watch: LoopWatch, extra: ActiveGuard | None = None) -> None:
         while watch.gaps:
             start, end = watch.gaps.popleft()
             busy = [s for s in watch.samples if start <= s.time <= end and not s.idle]
             self._stall(watch, start, end, busy, extra)
 
     def _stall(
-        self, watch: LoopWatch, start: float, end: float, busy: list[Sample], extra: Guard | None
+        self, watch: LoopWatch, start: float, end: float, busy: list[Sample], extra: ActiveGuard | None
     ) -> None:
         duration = end - start
         if duration < self.threshold or not busy:
@@ -378,7 +377,7 @@ class Monitor:
         )
         emit(violation, chosen.module, task.context, extra)
 
-    def flush(self, guard: Guard) -> None:
+    def flush(self, guard: ActiveGuard) -> None:
         """Report what is pending for a guard that stops (the monitor may be gone already)."""
         with self.lock:
             for watch in list(self.watches.values()):

@@ -15,7 +15,7 @@ from ..core.report import Violation, format_message, logger, warn_violation
 from ..core.state import reentrant, state
 
 if TYPE_CHECKING:
-    from ..core.guard import Guard
+    from ..core.state import ActiveGuard
 
 __all__ = ["STALL_ADVICE", "emit", "log_failure", "register_pools"]
 
@@ -60,7 +60,7 @@ def log_failure(exc: BaseException) -> None:
 
 
 def emit(
-    violation: Violation, module: str, context: contextvars.Context | None, extra: Guard | None
+    violation: Violation, module: str, context: contextvars.Context | None, extra: ActiveGuard | None
 ) -> None:
     guards = state.guards
     guard = guards[-1] if guards else extra
