@@ -20,15 +20,12 @@ import time
 from asyncio import _get_running_loop, current_task
 from dataclasses import replace
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import Mode
 from .loop import current_task_name
 from .report import Violation, current_thread_name, format_message, logger
-from .state import reentrant, request_context, state
-
-if TYPE_CHECKING:
-    from .guard import Guard
+from .state import ActiveGuard, reentrant, request_context, state
 
 __all__ = [
     "FOLD_EVERY",
@@ -203,7 +200,7 @@ def _log_counts(seen: SeenSite, call: str, now: float) -> None:
     )
 
 
-def flush_log_counts(guard: Guard) -> None:
+def flush_log_counts(guard: ActiveGuard) -> None:
     """Log the repeats counted since each site's last line (log mode; when a guard stops)."""
     token = reentrant.set(True)
     try:

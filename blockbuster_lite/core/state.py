@@ -20,8 +20,15 @@ class ActiveGuard(Protocol):
     allow: tuple[AllowRule, ...]
     scope: tuple[str, ...] | None
     in_startup: bool
+    #: Sites reported in warn or log mode (core/repeats.py: SiteKey -> SeenSite).
+    _seen: dict[tuple[str, int, int], Any]
+    _stats: Any  # the guard's stats.StatsCollector
 
     def effective_mode(self) -> Mode: ...
+
+    def _keep_repeat(self, entry: list[Any]) -> None: ...
+
+    def _seen_sites(self) -> list[Any]: ...
 
     def first_report(self, violation: Violation) -> bool: ...
 

@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING
-
 from ..core.repeats import SeenSite
-
-if TYPE_CHECKING:
-    from ..core.guard import Guard
+from ..core.state import ActiveGuard
 
 __all__ = ("INLINE_BELOW_S", "INLINE_WINDOW", "SiteTimes", "sites_of")
 
@@ -62,10 +58,12 @@ class SiteTimes:
         return median is not None and median < INLINE_BELOW_S
 
 
-_tables: weakref.WeakKeyDictionary[Guard, dict[SiteKey, SiteTimes]] = weakref.WeakKeyDictionary()
+_tables: weakref.WeakKeyDictionary[ActiveGuard, dict[SiteKey, SiteTimes]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def sites_of(guard: Guard) -> dict[SiteKey, SiteTimes]:
+def sites_of(guard: ActiveGuard) -> dict[SiteKey, SiteTimes]:
     """The site table of ``guard`` (made on first use)."""
     table = _tables.get(guard)
     if table is None:
@@ -73,5 +71,5 @@ def sites_of(guard: Guard) -> dict[SiteKey, SiteTimes]:
     return table
 
 
-def forget(guard: Guard) -> None:
+def forget(guard: ActiveGuard) -> None:
     _tables.pop(guard, None)

@@ -156,7 +156,7 @@ def try_offload(
 
 
 def _run_inline(
-    guard: Guard,
+    guard: ActiveGuard,
     target: Target,
     site: Site,
     times: SiteTimes,
