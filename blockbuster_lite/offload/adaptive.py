@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
+
 from ..core.repeats import SeenSite
 from ..core.state import ActiveGuard
 
