@@ -50,7 +50,9 @@ class Guard:
     Use it as a context manager (sync or async) or as a decorator of sync and async functions; a
     decorated function gets a fresh guard, with the same settings, for each call.
     ``violations`` lists every detection made while the guard was active, including those whose
-    ``BlockingCallError`` the code under test swallowed.
+    ``BlockingCallError`` the code under test swallowed. In warn and log mode, detections at a
+    site already reported are kept compact (core/repeats.py): up to ``KEPT_PER_SITE`` per site,
+    each built when the list is read; past that they are counted in ``stats()`` only.
     """
 
     def __init__(
