@@ -12,7 +12,7 @@ between the two endpoints). Per window: requests completed, and the server's CPU
 window of the same round (with the interquartile range). Caps: throughput ≥ 0.99x, CPU per request
 ≤ 1.01x.
 
-    python benchmarks/bench_http.py [--rounds 12] [--window 1.5] [--output benchmarks/results_http.md]
+    python benchmarks/bench_http.py [--rounds 24] [--window 0.6] [--output benchmarks/results_http.md]
 """
 
 from __future__ import annotations
@@ -190,8 +190,8 @@ def main() -> None:
         serve(int(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--window", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--window", type=float, default=0.6)
     parser.add_argument("--output", default=str(Path(__file__).with_name("results_http.md")))
     args = parser.parse_args()
     port = free_port()
