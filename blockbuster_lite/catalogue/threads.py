@@ -89,20 +89,20 @@ class _CheckedLock:
     lock's bound C method, and ``__exit__`` is resolved in C to the real lock's.
     """
 
-    __slots__ = ("__weakref__", "_lock", "release")
+    __slots__ = ("__weakref__", "_acquire", "_lock", "release")
     _handler = staticmethod(_lock_handler)
 
     def __init__(self, lock: Any) -> None:
         self._lock = lock
+        self._acquire = lock.acquire  # bound once: no method look-up per acquire
         self.release = lock.release
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        lock = self._lock
-        if lock.acquire(False):
+        if self._acquire(False):
             return True
         if not blocking or timeout == 0:
             return False
-        return bool(self._handler(lock.acquire, self, (blocking, timeout), {}))
+        return bool(self._handler(self._acquire, self, (blocking, timeout), {}))
 
     __enter__ = acquire
     acquire_lock = acquire
