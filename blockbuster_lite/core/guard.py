@@ -84,6 +84,9 @@ class Guard:
         self._reported: set[tuple[str, str, int]] = set()
         #: Sites reported in warn or log mode: their repeats are counted (see core/repeats.py).
         self._seen: dict[SiteKey, SeenSite] = {}
+        #: Counting sites by the exact call instruction (code id, f_lasti): the wrapt handler's
+        #: shortcut (core/hotpath.py).
+        self._fast: dict[tuple[str, int, int], SeenSite] = {}
         self._stats = StatsCollector()
         self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
         self._active = False
@@ -131,6 +134,7 @@ class Guard:
             self._violations.clear()
             self._reported.clear()
             self._seen.clear()
+            self._fast.clear()
             self._stats.clear()
 
     def __repr__(self) -> str:

@@ -37,18 +37,20 @@ _BUILTIN = type(len)
 _perf_counter = time.perf_counter
 
 
-def make_handler(target: Target) -> Handler:
+def make_handler(target: Target, loop_checked: bool = False) -> Handler:
     """Build the wrapt wrapper for one target: ``(wrapped, instance, args, kwargs)``.
 
     On the loop, a call the predicate clears (a non-blocking socket, a set event) goes straight
     through before any guard is consulted: that is the path asyncio's own transports take.
     A predicate that fails is run again by checked_call, which reports the failure.
+    ``loop_checked``: wrapt only calls it with an asyncio loop running (its ``enabled`` is
+    ``_get_running_loop``), so it need not ask again.
     """
     predicate = target.predicate
     call = target.call
 
     def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _get_running_loop() is None:
+        if not loop_checked and _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
                 return wrapped(*args, **kwargs)
@@ -60,21 +62,21 @@ def make_handler(target: Target) -> Handler:
             if not blocks:  # the call stays outside the try: its errors are the caller's
                 return wrapped(*args, **kwargs)
         guards = state.guards
-        if guards and type(wrapped) is _BUILTIN:
-            # A repeat at a counting site, called straight from it (core/repeats.py): the
-            # counter bump without checked_call's frame. Every condition it relies on is
-            # re-checked here; anything else takes the general path below.
-            guard = guards[-1]
-            seen_sites = guard._seen
-            if seen_sites and not guard.allow and len(guards) == 1 and not state.observers:
+        if guards:
+            # A repeat at a counting site, from the very call instruction seen counting before
+            # (core/repeats.py; checked_call fills guard._fast): the counter bump without
+            # checked_call's frame, nor the caller's line number (decoding a line table).
+            fast = guards[-1]._fast
+            if fast and len(guards) == 1:
                 caller = sys._getframe(1)
-                seen = seen_sites.get((call, id(caller.f_code), caller.f_lineno))
+                seen = fast.get((call, id(caller.f_code), caller.f_lasti))
+                guard = guards[-1]
                 mode = guard.mode
                 if (
                     seen is not None
-                    and seen.counting
-                    and seen.user
                     and (mode is _WARN or mode is _LOG)
+                    and not guard.allow
+                    and not state.observers
                     and not reentrant.get()
                     and not exempt.get()
                 ):
@@ -271,6 +273,8 @@ def checked_call(
                 and len(guards) == 1
                 and not state.observers
             ):  # act_again's counter bump, inlined: ~150 ns less
+                if not guard.allow:  # from now on the wrapt handler takes it by itself
+                    guard._fast[(target.call, id(caller.f_code), caller.f_lasti)] = seen
                 start = _perf_counter()
                 try:
                     return wrapped(*args, **kwargs)

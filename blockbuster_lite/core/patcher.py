@@ -63,7 +63,8 @@ def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
         asyncio_only = True
     else:
         enabled, asyncio_only = on_loop_thread, False
-    return wrapt.FunctionWrapper(original, make_handler(target), enabled=enabled), asyncio_only
+    handler = make_handler(target, loop_checked=asyncio_only)
+    return wrapt.FunctionWrapper(original, handler, enabled=enabled), asyncio_only
 
 
 def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:

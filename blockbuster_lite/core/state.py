@@ -22,6 +22,7 @@ class ActiveGuard(Protocol):
     in_startup: bool
     #: Sites reported in warn or log mode (core/repeats.py: SiteKey -> SeenSite).
     _seen: dict[tuple[str, int, int], Any]
+    _fast: dict[tuple[str, int, int], Any]
     _stats: Any  # the guard's stats.StatsCollector
 
     def effective_mode(self) -> Mode: ...
