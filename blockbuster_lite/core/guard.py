@@ -152,6 +152,11 @@ class Guard:
         deque appends are atomic, and so is ``Guard.violations``' snapshot of the deque."""
         self._violations.append(entry)
 
+    def _forget_sites(self) -> None:
+        with self._lock:
+            self._seen.clear()
+            self._fast.clear()
+
     def _seen_sites(self) -> list[SeenSite]:
         with self._lock:
             return list(self._seen.values())
@@ -295,6 +300,7 @@ def activate(
                 guard.watchdog,
             ):
                 logger.info("blockbuster_lite: reconfiguring the active process guard")
+                current._forget_sites()  # counted sites were judged under the old rules
                 if current.watchdog != guard.watchdog:
                     current.stop()
                     current.watchdog = guard.watchdog

@@ -202,3 +202,20 @@ def test_clear_forgets_the_reported_sites() -> None:
     assert len([w for w in caught if issubclass(w.category, bl.BlockingCallWarning)]) == 2
     assert len(guard.violations) == 2
     assert guard.stats()[0].count == 2
+
+
+def test_reconfiguring_the_process_guard_rejudges_counted_sites(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guard = bl.activate("warn")
+        try:
+            asyncio.run(stat_task(50))  # the site is counting: the shortcut knows it
+            before = guard.stats()[0].count
+            bl.activate("warn", scope=["some_other_package"])  # now out of scope
+            asyncio.run(stat_task(50))
+            assert guard.stats()[0].count == before == 50
+        finally:
+            bl.deactivate()
