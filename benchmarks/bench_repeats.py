@@ -35,9 +35,10 @@ from blockbuster import BlockBuster, BlockingError
 
 import blockbuster_lite as bl
 from blockbuster_lite import offload
+from blockbuster_lite.core.repeats import KEPT_PER_SITE
 
 CALLS = 2000
-WARM = 1200  # past the first report and the detections each site keeps (KEPT_PER_SITE)
+WARM = KEPT_PER_SITE + 200  # past the first report and the detections each site keeps
 MODULES = 1500
 REPEAT_CAP = 2.0
 ACTIVATION_CAP_MS = 50.0

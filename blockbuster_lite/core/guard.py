@@ -18,8 +18,10 @@ from .config import (
     ConfigError,
     Mode,
     parse_allow,
+    parse_count,
     parse_mode,
     parse_scope,
+    parse_watchdog_seconds,
     settings_from_env,
 )
 from .extensions import extensions
@@ -68,20 +70,17 @@ class Guard:
         self.mode = parse_mode(mode, f"{source} argument 'mode'")
         self.allow: tuple[AllowRule, ...] = parse_allow(allow, f"{source} argument 'allow'")
         self.scope = parse_scope(scope, f"{source} argument 'scope'")
-        if watchdog is not None:
-            if isinstance(watchdog, bool) or not isinstance(watchdog, (int, float)):
-                raise ConfigError(
-                    f"invalid watchdog {watchdog!r} from {source}: expected seconds (a number > 0)"
-                )
-            if not watchdog > 0:
-                raise ConfigError(f"invalid watchdog {watchdog!r} from {source}: must be > 0")
-        self.watchdog = float(watchdog) if watchdog is not None else None
+        self.watchdog = parse_watchdog_seconds(watchdog, f"{source} argument 'watchdog'")
+        if max_violations is not None:
+            max_violations = parse_count(
+                max_violations, f"{source} argument 'max_violations'", "maximum", maximum=10**9
+            )
         if self.mode is Mode.OFFLOAD:
             require_offload(source)
         self._source = source
         self._max = max_violations
         self._violations: deque[Violation | Repeat] = deque(maxlen=max_violations)
-        self._reported: set[tuple[str, str, int]] = set()
+        self._reported: set[tuple[str, str, str, int, str]] = set()
         #: Sites reported in warn or log mode: their repeats are counted (see core/repeats.py).
         self._seen: dict[SiteKey, SeenSite] = {}
         #: Counting sites by the exact call instruction (code id, f_lasti): the wrapt handler's
@@ -162,8 +161,9 @@ class Guard:
             return list(self._seen.values())
 
     def first_report(self, violation: Violation) -> bool:
-        """True the first time this guard sees this call at this site (deduplicates reports)."""
-        key = (violation.call, violation.filename, violation.lineno)
+        """True the first time this guard sees this call family at this site (deduplicates
+        reports): ``socket.connect`` to 2,000 ports from one line is one report, not 2,000."""
+        key = violation.report_key
         with self._lock:
             if key in self._reported:
                 return False

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import time
 from asyncio import _get_running_loop, current_task
-from dataclasses import replace
 from types import CodeType
 from typing import Any
 
 from .config import Mode
 from .loop import current_task_name
-from .report import Violation, current_thread_name, format_message, logger
+from .report import Violation, current_thread_name, evolve, format_message, logger
 from .state import ActiveGuard, reentrant, request_context, state
 
 __all__ = [
@@ -42,7 +41,7 @@ __all__ = [
 LOG_INTERVAL_S = 10.0
 #: Warn and log modes: ``Guard.violations`` keeps this many detections per site (per guard
 #: that reported it); later ones are counted in ``Guard.stats()`` only.
-KEPT_PER_SITE = 1000
+KEPT_PER_SITE = 10_000
 
 #: (call family, id of the code object, line); the SeenSite holds the code, so the id stays its.
 SiteKey = tuple[str, int, int]
@@ -127,16 +126,24 @@ def materialize(entry: Repeat) -> Violation:
     violation: Violation | None = entry[7]
     if violation is None:
         first, call, action, duration, thread, task, context, _ = entry
-        violation = entry[7] = replace(
+        violation = entry[7] = evolve(
             first,
             call=call,
             action=action,
             duration_s=duration,
             thread_name=thread,
             task_name=task,
-            context=dict(context) if context else {},
+            context=_context_of(context, first),
         )
     return violation
+
+
+def _context_of(context: Any, first: Violation) -> Any:
+    """The request context as ``build_violation`` copies it (actions._context_copy)."""
+    if not context:  # outside a request: the first's shared empty context when it has one
+        return first.context if not first.context else {}
+    snapshot = getattr(context, "snapshot", None)  # a request context shares one copy per state
+    return snapshot() if snapshot is not None else dict(context)
 
 
 def note_repeat(
@@ -149,7 +156,7 @@ def note_repeat(
     seen.fold()
     count = seen.count = seen.count + 1
     first = seen.violation
-    if count >= KEPT_PER_SITE and seen.stats is not None and call == first.call:
+    if count >= KEPT_PER_SITE and seen.stats is not None:
         seen.counting = True
     guards = state.guards
     observers = state.observers
@@ -165,7 +172,7 @@ def note_repeat(
             for guard in guards:
                 guard._keep_repeat(entry)
     slot = seen.stats
-    if slot is not None and len(guards) == 1 and call == first.call:  # the common case
+    if slot is not None and len(guards) == 1:  # the common case
         with slot.lock:
             slot.add(duration)
     else:
@@ -191,7 +198,7 @@ def log_counts(seen: SeenSite, call: str, now: float) -> None:
 def _log_counts(seen: SeenSite, call: str, now: float) -> None:
     count, blocked = seen.since_log, seen.blocked_since_log
     seen.since_log, seen.blocked_since_log, seen.last_log = 0, 0.0, now
-    first = seen.violation if call == seen.violation.call else replace(seen.violation, call=call)
+    first = seen.violation if call == seen.violation.call else evolve(seen.violation, call=call)
     logger.warning(
         "%s (%d more since the last report, blocked %.1f ms in all)",
         format_message(first),

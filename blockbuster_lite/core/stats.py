@@ -1,7 +1,8 @@
 """Per-call-site statistics: how often each site blocked the loop, and for how long.
 
 A ``StatsCollector`` takes violations (patched calls and watchdog stalls alike) and keeps, per
-``(kind, call, file, line, function)``: the count, how many of them were timed (raise mode stops
+``Violation.report_key`` (kind, call family, file, line, function: bounded by the program's code,
+whatever the arguments) the first sample's described call, the count, how many of them were timed (raise mode stops
 the call before it runs, so it has a count but no duration), the total, and the maximum. The
 median and the 99th percentile come from a bounded reservoir per site (Vitter's algorithm R,
 1000 durations), so memory stays flat in a long-running server and a snapshot sorts at most
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .report import Violation, display_path
+from .report import Violation, display_path, escape_control
 
 __all__ = ["RESERVOIR_SIZE", "SiteStats", "StatsCollector", "format_stats", "percentile"]
 
@@ -55,7 +56,7 @@ class SiteStats:
     @property
     def site(self) -> str:
         """``file:line`` of the site, the file relative to the working directory."""
-        return f"{display_path(self.filename)}:{self.lineno}"
+        return f"{escape_control(display_path(self.filename))}:{self.lineno}"
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -65,9 +66,10 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 class _Site:
-    __slots__ = ("count", "lock", "maximum", "reservoir", "size", "timed", "total")
+    __slots__ = ("call", "count", "lock", "maximum", "reservoir", "size", "timed", "total")
 
-    def __init__(self, size: int, lock: Any) -> None:
+    def __init__(self, call: str, size: int, lock: Any) -> None:
+        self.call = call  # the first sample's (described) call
         self.size = size
         self.lock = lock  # the collector's: held around add()
         self.count = 0
@@ -104,12 +106,11 @@ class StatsCollector:
         self._sites: dict[_Key, _Site] = {}
 
     def add(self, violation: Violation) -> None:
-        key = (violation.kind, violation.call, violation.filename, violation.lineno,
-               violation.function)  # fmt: skip
+        key = violation.report_key
         with self._lock:
             site = self._sites.get(key)
             if site is None:
-                site = self._sites[key] = _Site(self._size, self._lock)
+                site = self._sites[key] = _Site(violation.call, self._size, self._lock)
             site.add(violation.duration_s)
 
     __call__ = add
@@ -119,12 +120,16 @@ class StatsCollector:
         self.add_to(self.slot(first, call), duration)
 
     def slot(self, first: Violation, call: str | None = None) -> _Site:
-        """The accumulator of ``first``'s site (for ``add_to``): found once, reused per call."""
-        key = (first.kind, call or first.call, first.filename, first.lineno, first.function)
+        """The accumulator of ``first``'s site (for ``add_to``): found once, reused per call.
+
+        Keyed by ``first.report_key`` (the call family and site): ``call``, the described call
+        of a repeat, only names a new slot's first sample.
+        """
+        key = first.report_key
         with self._lock:
             site = self._sites.get(key)
             if site is None:
-                site = self._sites[key] = _Site(self._size, self._lock)
+                site = self._sites[key] = _Site(call or first.call, self._size, self._lock)
             return site
 
     def add_to(self, site: _Site, duration: float) -> None:
@@ -138,10 +143,10 @@ class StatsCollector:
     def snapshot(self) -> list[SiteStats]:
         """Every site, worst first: total blocked time, then maximum, then count."""
         with self._lock:
-            items = [(key, site.count, site.timed, site.total, site.maximum, list(site.reservoir))
-                     for key, site in self._sites.items()]  # fmt: skip
+            items = [(key, site.call, site.count, site.timed, site.total, site.maximum,
+                      list(site.reservoir)) for key, site in self._sites.items()]  # fmt: skip
         rows = []
-        for (kind, call, filename, lineno, function), count, timed, total, maximum, kept in items:
+        for (kind, _, filename, lineno, function), call, count, timed, total, maximum, kept in items:
             kept.sort()
             rows.append(
                 SiteStats(
@@ -186,10 +191,10 @@ def format_stats(stats: Iterable[SiteStats], *, limit: int | None = None) -> str
     ]
     for row in shown:
         what = f"stall in {row.call}" if row.kind == "stall" else _call_text(row.call)
-        lines.append(
+        lines.append(escape_control(
             f"  {row.count:>6} {_ms(row.total_s if row.timed else None):>10} {_ms(row.p50_s):>8} "
             f"{_ms(row.p99_s):>8} {_ms(row.max_s):>8}  {what} at {row.site} in {row.function}"
-        )
+        ))  # fmt: skip
     if len(rows) > len(shown):
         lines.append(f"  ... and {len(rows) - len(shown)} more site(s)")
     return "\n".join(lines)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -52,7 +51,7 @@ import anyio
 from ..core.actions import build_violation, log_failure, record, tell_observers, warn
 from ..core.config import Mode
 from ..core.repeats import SeenSite, note_repeat
-from ..core.report import Violation, format_message, logger
+from ..core.report import Violation, evolve, format_message, logger
 from ..core.state import reentrant
 from .adaptive import SiteTimes, sites_of
 from .files import OffloadingFile
@@ -205,7 +204,7 @@ def _report(
     """Record an offloaded or inline call: the site's first in full, later ones as repeats."""
     try:
         if first is not None:
-            record(replace(first, duration_s=duration))
+            record(evolve(first, duration_s=duration))
             return
         violation = note_repeat(seen, call, mode, duration, now)
         if violation is not None:
@@ -278,8 +277,8 @@ def _log_offloaded(violation: Violation) -> None:
 
 def _record(violation: Violation, duration: float) -> None:
     try:
-        record(replace(violation, duration_s=duration))
+        record(evolve(violation, duration_s=duration))
     except Exception as exc:
-        log_failure(f"offload of {violation.call}", exc)
+        log_failure(f"offload of {violation.family or violation.call}", exc)
 
 

@@ -61,7 +61,7 @@ class Sample:
     function: str = ""
     module: str = ""
     call: str = ""
-    stack: tuple[str, ...] = ()
+    stack: tuple[Any, ...] = ()  # core.report.Frames: rendered only if reported
     catalogue: bool = False  # inside blockbuster_lite's hot path: the catalogue reports it
     excluded: bool = False  # an allow rule, out of scope, or allow_blocking() in the task
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.config import Mode
 from ..core.policy import INTERNAL, code_info
-from ..core.report import Violation, render_stack
+from ..core.report import Violation, capture_frames
 from ..core.state import state
 from .loops import LoopWatch, Sample, Watcher, cpu_bound_start, running_here
 from .reporting import STALL_ADVICE, emit, log_failure
@@ -333,7 +333,7 @@ class Monitor:
             function=info.qualname,
             module=info.module,
             call=call_name(frames, infos, index),
-            stack=render_stack(frame),
+            stack=capture_frames(frame),
             catalogue=any(i.kind == INTERNAL and i.module in _CHECKED_CALL_MODULES for i in infos),
             excluded=watch.task.exempt or excluded_by_guard(infos),
         )
