@@ -17,12 +17,12 @@ import sys as _sys
 from . import offload as _offload  # registers the offload action (its engine loads lazily)
 from . import watchdog as _watchdog  # registers the watchdog
 from .catalogue import all_targets as _all_targets
+from .core.allow import allow_blocking as allow_blocking
 from .core.config import ConfigError as ConfigError
 from .core.config import Mode as Mode
 from .core.guard import Guard as Guard
 from .core.guard import activate as activate
 from .core.guard import activate_from_env as activate_from_env
-from .core.guard import allow_blocking as allow_blocking
 from .core.guard import deactivate as deactivate
 from .core.guard import intercept as intercept
 from .core.patcher import patcher as _patcher

@@ -17,25 +17,37 @@ CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchm
 #: Methods named with their statement's first keyword: ``sqlite3.Cursor.execute(SELECT ...)``.
 _STATEMENTS = {"execute": "sql", "executemany": "sql", "executescript": "sql_script"}
 
-#: Connection shortcuts that CPython runs on a plain C cursor; ours use ``self.cursor()`` so the
-#: cursor they return is a checked one too.
+#: Connection shortcuts that CPython runs on a plain C cursor; on the loop ours use
+#: ``self.cursor()`` so the cursor they return is a checked one too. Off the loop they call the
+#: C method itself (one Python frame, not four): the cursor it returns is a plain one, which
+#: cannot reach the loop thread anyway unless the connection was opened with
+#: ``check_same_thread=False``.
 _VIA_CURSOR = frozenset({"execute", "executemany", "executescript"})
 
 
 def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
     original: Any
+    direct = getattr(cls.__mro__[1], name)
     if kind == "Connection" and name in _VIA_CURSOR:
 
         def original(self: Any, *args: Any, **kwargs: Any) -> Any:
             return getattr(self.cursor(), name)(*args, **kwargs)
 
     else:
-        original = getattr(cls.__mro__[1], name)
-    method = make_method(target, original)
+        original = direct
+    method = make_method(target, original, direct)
     method.__name__ = name
     method.__qualname__ = f"{cls.__qualname__}.{name}"
     method.__module__ = cls.__module__
     return method
+
+
+#: C methods that take no keywords but whose signature Python cannot read (3.11: "invalid
+#: signature"); marked so their replacements take fixed positional slots, not ``**kwargs``.
+_POSITIONAL = frozenset(
+    {"Connection.execute", "Connection.executemany", "Connection.executescript",
+     "Connection.commit", "Connection.rollback"}
+)  # fmt: skip
 
 
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
@@ -51,7 +63,10 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
         call = f"sqlite3.{kind}.{name}"
         statement = _STATEMENTS.get(name)
         describe = described_by(call, first_statement(statement)) if statement else None
-        target = Target("sqlite3", f"{kind}.{name}", call, None, advice, describe=describe)
+        target = Target(
+            "sqlite3", f"{kind}.{name}", call, None, advice, describe=describe,
+            positional_only=f"{kind}.{name}" in _POSITIONAL,
+        )  # fmt: skip
         setattr(cls, name, _checked(cls, kind, name, target))
     return cls
 

@@ -28,6 +28,12 @@ POSITIONAL_SOCKET_METHODS = frozenset(
     {"connect", "connect_ex", "send", "sendall", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg"}
 )
 
+#: How many positional arguments those methods take at most (sendmsg takes four).
+MAX_ARGS = {
+    "connect": 1, "connect_ex": 1, "send": 2, "sendall": 2, "sendto": 3, "recv": 2,
+    "recvfrom": 2, "recvmsg": 3,
+}  # fmt: skip
+
 SSL_METHODS = (
     "read", "write", "do_handshake", "unwrap", "connect", "connect_ex", "accept",
     "send", "sendall", "sendfile", "recv", "recv_into", "recvfrom", "recvfrom_into",
@@ -39,12 +45,16 @@ TARGETS = (
     *(
         Target(
             "socket", f"socket.{name}", f"socket.socket.{name}", blocking_socket, SOCKET_ADVICE,
-            positional_only=name in POSITIONAL_SOCKET_METHODS,
+            positional_only=name in POSITIONAL_SOCKET_METHODS, socket_method=True,
+            max_args=MAX_ARGS.get(name),
         )
         for name in SOCKET_METHODS
     ),
     *(
-        Target("ssl", f"SSLSocket.{name}", f"ssl.SSLSocket.{name}", blocking_socket, SOCKET_ADVICE)
+        Target(
+            "ssl", f"SSLSocket.{name}", f"ssl.SSLSocket.{name}", blocking_socket, SOCKET_ADVICE,
+            socket_method=True,
+        )
         for name in SSL_METHODS
     ),
     *(

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 from .config import Mode
 from .extensions import extensions
 from .loop import current_task_name
-from .policy import Site
+from .policy import USER, Site
+from .repeats import FOLD_EVERY, SeenSite, log_counts, note_repeat
 from .report import (
     BlockingCallError,
     BlockingCallWarning,
@@ -49,6 +50,9 @@ MAX_DESCRIBED_CALL = 200
 
 _failures_logged: set[tuple[str, type[BaseException]]] = set()
 _trivial_logged: set[tuple[str, object]] = set()
+_WARN, _LOG = Mode.WARN, Mode.LOG
+_perf_counter = time.perf_counter
+_BUILTIN = type(len)
 
 
 def act(
@@ -69,6 +73,13 @@ def act(
     """
     __tracebackhide__ = True
     mode = guard.effective_mode()
+    counted = mode is _WARN or mode is _LOG
+    if counted:  # a site this guard has reported: a counter bump, nothing rendered
+        frame = site.frame
+        key = (target.call, id(frame.f_code), frame.f_lineno)
+        seen = guard._seen.get(key)
+        if seen is not None:
+            return act_again(seen, target, mode, wrapped, instance, args, kwargs)
     advice = target.advice
     call = call_name(target, instance, args, kwargs)
     if mode is Mode.OFFLOAD:
@@ -88,6 +99,9 @@ def act(
     except Exception as exc:
         log_failure(target.call, exc)
         return wrapped(*args, **kwargs)
+    if counted:
+        user = site.info.kind == USER
+        guard._seen[key] = SeenSite(violation, guard._stats.slot(violation), frame.f_code, user)
     if mode is Mode.RAISE:
         record(violation)
         # once: a request served by the ASGI middleware logs its refusals itself (at ERROR, with
@@ -112,6 +126,57 @@ def act(
         raise
     after_call(violation, mode, time.perf_counter() - start, site if deferred else None, token)
     return result
+
+
+def act_again(
+    seen: SeenSite,
+    target: Target,
+    mode: Mode,
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Warn or log mode at a site already reported: run the call, then count it.
+
+    A builtin function (``os.stat``, ``time.sleep``) runs no Python code of its own, so it runs
+    without marking the context re-entrant (two context-variable writes).
+    """
+    token = None if type(wrapped) is _BUILTIN else reentrant.set(True)
+    start = _perf_counter()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        end = _perf_counter()
+        if token is not None:
+            reentrant.reset(token)
+        try:
+            if seen.counting and len(state.guards) == 1 and not state.observers:
+                pending = seen.pending  # the counter bump: nothing kept, built or observed
+                pending.append(end - start)
+                if len(pending) >= FOLD_EVERY or (
+                    mode is _LOG and end - seen.last_log >= seen.log_interval
+                ):
+                    fold(seen, target.call, mode, end)
+            else:
+                call = target.call
+                if target.describe is not None:
+                    call = call_name(target, instance, args, kwargs)
+                violation = note_repeat(seen, call, mode, end - start, end)
+                if violation is not None:
+                    tell_observers(violation)
+        except Exception as exc:
+            log_failure(target.call, exc)
+
+
+def fold(seen: SeenSite, call: str, mode: Mode, now: float) -> None:
+    """Fold a counting site's pending durations into the statistics; log mode's line when due."""
+    try:
+        seen.fold()
+        if mode is _LOG and now - seen.last_log >= seen.log_interval:
+            log_counts(seen, call, now)
+    except Exception as exc:
+        log_failure(call, exc)
 
 
 def after_call(
@@ -255,7 +320,18 @@ def record(violation: Violation) -> None:
     try:
         for guard in state.guards:
             guard._record(violation)
-        for observer in state.observers:
+    finally:
+        reentrant.reset(token)
+    tell_observers(violation)
+
+
+def tell_observers(violation: Violation) -> None:
+    observers = state.observers
+    if not observers:
+        return
+    token = reentrant.set(True)
+    try:
+        for observer in observers:
             try:
                 observer(violation)
             except Exception as exc:

@@ -1,13 +1,16 @@
-"""Guards: intercept(), activate(), deactivate(), activate_from_env(), allow_blocking()."""
+"""Guards: intercept(), activate(), deactivate(), activate_from_env().
+
+allow_blocking() lives in core/allow.py.
+"""
 
 from __future__ import annotations
 
+import _thread
 import functools
 import inspect
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -26,15 +29,15 @@ from .config import (
 )
 from .extensions import extensions
 from .patcher import patcher
+from .repeats import Repeat, SeenSite, SiteKey, flush_log_counts, materialize
 from .report import Violation, logger
-from .state import exempt, state
+from .state import state
 from .stats import SiteStats, StatsCollector
 
 __all__ = [
     "Guard",
     "activate",
     "activate_from_env",
-    "allow_blocking",
     "deactivate",
     "intercept",
 ]
@@ -51,7 +54,9 @@ class Guard:
     Use it as a context manager (sync or async) or as a decorator of sync and async functions; a
     decorated function gets a fresh guard, with the same settings, for each call.
     ``violations`` lists every detection made while the guard was active, including those whose
-    ``BlockingCallError`` the code under test swallowed.
+    ``BlockingCallError`` the code under test swallowed. In warn and log mode, detections at a
+    site already reported are kept compact (core/repeats.py): up to ``KEPT_PER_SITE`` per site,
+    each built when the list is read; past that they are counted in ``stats()`` only.
     """
 
     def __init__(
@@ -79,10 +84,15 @@ class Guard:
             require_offload(source)
         self._source = source
         self._max = max_violations
-        self._violations: deque[Violation] = deque(maxlen=max_violations)
+        self._violations: deque[Violation | Repeat] = deque(maxlen=max_violations)
         self._reported: set[tuple[str, str, str, int, str]] = set()
+        #: Sites reported in warn or log mode: their repeats are counted (see core/repeats.py).
+        self._seen: dict[SiteKey, SeenSite] = {}
+        #: Counting sites by the exact call instruction (code id, f_lasti): the wrapt handler's
+        #: shortcut (core/hotpath.py).
+        self._fast: dict[tuple[str, int, int], SeenSite] = {}
         self._stats = StatsCollector()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
         self._active = False
         self._watchdog_handle: Any = None
         #: While True, raise mode only warns (start-up grace; see the runner and the middleware).
@@ -112,18 +122,24 @@ class Guard:
     @property
     def violations(self) -> list[Violation]:
         with self._lock:
-            return list(self._violations)
+            kept = list(self._violations)
+        # repeats are kept compact (core/repeats.py) and built when first read
+        return [v if isinstance(v, Violation) else materialize(v) for v in kept]
 
     def stats(self) -> list[SiteStats]:
         """Per call site (patched calls and watchdog stalls): count and total, p50, p99 and
         maximum blocked time, worst first; every violation counts, even past ``max_violations``.
         """
+        for seen in self._seen_sites():  # repeats counted since the last fold (core/repeats.py)
+            seen.fold()
         return self._stats.snapshot()
 
     def clear(self) -> None:
         with self._lock:
             self._violations.clear()
             self._reported.clear()
+            self._seen.clear()
+            self._fast.clear()
             self._stats.clear()
 
     def __repr__(self) -> str:
@@ -135,6 +151,20 @@ class Guard:
         with self._lock:
             self._violations.append(violation)
             self._stats.add(violation)
+
+    def _keep_repeat(self, entry: Repeat) -> None:
+        """A detection at a known site (see core/repeats.py), kept compact; no lock of ours:
+        deque appends are atomic, and so is ``Guard.violations``' snapshot of the deque."""
+        self._violations.append(entry)
+
+    def _forget_sites(self) -> None:
+        with self._lock:
+            self._seen.clear()
+            self._fast.clear()
+
+    def _seen_sites(self) -> list[SeenSite]:
+        with self._lock:
+            return list(self._seen.values())
 
     def first_report(self, violation: Violation) -> bool:
         """True the first time this guard sees this call family at this site (deduplicates
@@ -175,6 +205,7 @@ class Guard:
             self._active = False
             state.guards = tuple(g for g in state.guards if g is not self)
             patcher.release()
+        flush_log_counts(self)
         handle, self._watchdog_handle = self._watchdog_handle, None
         if handle is not None:
             handle.stop()
@@ -279,6 +310,7 @@ def activate(
                     current.default_allow) != (guard.mode, guard.allow, guard.scope,
                                                guard.watchdog, guard.default_allow):  # fmt: skip
                 logger.info("blockbuster_lite: reconfiguring the active process guard")
+                current._forget_sites()  # counted sites were judged under the old rules
                 if current.watchdog != guard.watchdog:
                     current.stop()
                     current.watchdog = guard.watchdog
@@ -329,49 +361,3 @@ def require_offload(source: str) -> None:
             "(import blockbuster_lite.offload)"
         )
     offload.require(source)
-
-
-class allow_blocking:
-    """Exempt the current task or thread (a ContextVar) from every guard.
-
-    ``with allow_blocking(): ...``, ``@allow_blocking`` or ``@allow_blocking()`` on sync and
-    async functions. Other tasks and threads stay checked.
-    """
-
-    def __new__(cls, func: Callable[..., Any] | None = None) -> Any:
-        instance = super().__new__(cls)
-        instance._tokens = []
-        if func is not None:
-            return instance(func)
-        return instance
-
-    _tokens: list[Token[bool]]
-
-    def __enter__(self) -> None:
-        self._tokens.append(exempt.set(True))
-
-    def __exit__(self, *exc_info: object) -> None:
-        exempt.reset(self._tokens.pop())
-
-    def __call__(self, func: F) -> F:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = exempt.set(True)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    exempt.reset(token)
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = exempt.set(True)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                exempt.reset(token)
-
-        return cast(F, wrapper)

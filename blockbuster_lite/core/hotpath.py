@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from asyncio import _get_running_loop
 from collections.abc import Callable
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from .actions import act, log_failure, note_trivial
+from .actions import act, act_again, fold, log_failure, note_trivial
 from .config import Mode
 from .loop import trio_state
 from .policy import Site, locate
+from .repeats import FOLD_EVERY, SeenSite
 from .state import exempt, reentrant, state
 
 if TYPE_CHECKING:
@@ -32,25 +34,31 @@ __all__ = ["checked_call", "make_handler", "make_method"]
 Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
 # Reading an Enum member through its class costs ~100 ns on Python 3.11; the hot path uses this.
-_OFF = Mode.OFF
+_OFF, _WARN, _LOG, _RAISE = Mode.OFF, Mode.WARN, Mode.LOG, Mode.RAISE
+_BUILTIN = type(len)
+_perf_counter = time.perf_counter
 
 
-def make_handler(target: Target) -> Handler:
+def make_handler(target: Target, loop_checked: bool = False) -> Handler:
     """Build the wrapt wrapper for one target: ``(wrapped, instance, args, kwargs)``.
 
     On the loop, a call the predicate clears (a non-blocking socket, a set event) goes straight
     through before any guard is consulted: that is the path asyncio's own transports take.
     A predicate that fails is run again by checked_call, which reports the failure.
+    ``loop_checked``: wrapt only calls it with an asyncio loop running (its ``enabled`` is
+    ``_get_running_loop``), so it need not ask again.
     """
     predicate = target.predicate
+    call = target.call
 
     def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True  # pytest: the traceback ends at the user's call
-        if _get_running_loop() is None:
+        if not loop_checked and _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
                 return wrapped(*args, **kwargs)
-        if not state.guards:  # left behind after the last guard stopped: inert
+        guards = state.guards
+        if not guards:  # left behind after the last guard stopped: inert
             return wrapped(*args, **kwargs)
         if predicate is not None:
             try:
@@ -59,29 +67,72 @@ def make_handler(target: Target) -> Handler:
                 blocks = True
             if not blocks:  # the call stays outside the try: its errors are the caller's
                 return wrapped(*args, **kwargs)
+        # A repeat at a counting site, from the very call instruction seen counting before
+        # (core/repeats.py; checked_call fills guard._fast): the counter bump without
+        # checked_call's frame, nor the caller's line number (decoding a line table).
+        fast = guards[-1]._fast
+        if fast and len(guards) == 1:
+            caller = sys._getframe(1)
+            seen = fast.get((call, id(caller.f_code), caller.f_lasti))
+            guard = guards[-1]
+            mode = guard.mode
+            if (
+                seen is not None
+                and (mode is _WARN or mode is _LOG)
+                and not guard.allow
+                and not state.observers
+                and not reentrant.get()
+                and not exempt.get()
+            ):
+                state.checked_calls += 1
+                start = _perf_counter()
+                try:
+                    return wrapped(*args, **kwargs)
+                finally:
+                    end = _perf_counter()
+                    pending = seen.pending
+                    pending.append(end - start)
+                    if len(pending) >= FOLD_EVERY or (
+                        mode is _LOG and end - seen.last_log >= seen.log_interval
+                    ):
+                        fold(seen, call, mode, end)
         return checked_call(target, wrapped, instance, args, kwargs)
 
     return handler
 
 
-def make_method(target: Target, original: Any) -> Callable[..., Any]:
+def make_method(target: Target, original: Any, direct: Any = None) -> Callable[..., Any]:
     """A plain function replacing a method on a class.
 
     It binds like any method, in C; a wrapt proxy would build a bound wrapper object on every
     attribute access (about 0.7 us per ``sock.send``), which every socket call would pay.
+    ``direct`` is what runs off the loop (default: ``original``), for a method whose checked
+    form on the loop differs from the C original (sqlite3's ``Connection.execute``).
     """
+    if direct is None:
+        direct = original
+    if target.socket_method and target.max_args is not None and target.max_args <= 3:
+        return _make_socket_method(target, original)
+    if target.positional_only or _takes_positional_only(direct):
+        return _make_positional_method(target, original, direct)
     predicate = target.predicate
-    if target.positional_only or _takes_positional_only(original):
-        return _make_positional_method(target, original)
+    socket_method = target.socket_method
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         if _get_running_loop() is None:
             run_context = trio_state.run_context
             if run_context is None or "runner" not in run_context.__dict__:
-                return original(self, *args, **kwargs)
+                return direct(self, *args, **kwargs)
         if not state.guards:
-            return original(self, *args, **kwargs)
+            return direct(self, *args, **kwargs)
+        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
+            try:
+                nonblocking = self.timeout == 0.0
+            except Exception:
+                nonblocking = False
+            if nonblocking:
+                return original(self, *args, **kwargs)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, kwargs)
@@ -103,19 +154,88 @@ def _takes_positional_only(function: Any) -> bool:
     return all(parameter.kind in kinds for parameter in parameters)
 
 
-def _make_positional_method(target: Target, original: Any) -> Callable[..., Any]:
-    """``make_method`` for a method that takes no keywords: no ``**kwargs`` to pack (~50 ns)."""
+#: Stands for an argument not passed in the positional replacements' fixed slots.
+_NO: Any = object()
+
+
+def _make_positional_method(target: Target, original: Any, direct: Any) -> Callable[..., Any]:
+    """``make_method`` for a method that takes no keywords.
+
+    The first three arguments arrive in fixed slots, so the common calls (``sock.send(data)``,
+    ``sock.recv(n)``, ``cursor.execute(sql, params)``) are passed on without packing a tuple
+    (``f(self, *args)`` costs ~45 ns more than ``f(self, a)`` on CPython 3.11); the rest come in
+    ``rest``. A socket in non-blocking mode (``timeout == 0.0``) passes before anything else is
+    asked on the loop.
+    """
     predicate = target.predicate
+    socket_method = target.socket_method
     no_kwargs: dict[str, Any] = {}
 
-    def method(self: Any, *args: Any) -> Any:
+    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /, *rest: Any) -> Any:
         __tracebackhide__ = True
         if _get_running_loop() is None:
             run_context = trio_state.run_context
-            if run_context is None or "runner" not in run_context.__dict__:
+            off = run_context is None or "runner" not in run_context.__dict__
+        else:
+            off = not state.guards  # left behind after the last guard stopped: inert
+        if off:
+            if b is _NO:
+                return direct(self) if a is _NO else direct(self, a)
+            if c is _NO:
+                return direct(self, a, b)
+            return direct(self, a, b, c, *rest)
+        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
+            try:
+                nonblocking = self.timeout == 0.0
+            except Exception:
+                nonblocking = False
+            if nonblocking:
+                if b is _NO:
+                    return original(self) if a is _NO else original(self, a)
+                if c is _NO:
+                    return original(self, a, b)
+                return original(self, a, b, c, *rest)
+        args = (
+            () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
+        )
+        if predicate is not None:
+            try:
+                blocks = predicate(self, args, no_kwargs)
+            except Exception:
+                blocks = True
+            if not blocks:
                 return original(self, *args)
-        if not state.guards:
-            return original(self, *args)
+        return checked_call(target, MethodType(original, self), self, args, {})
+
+    return method
+
+
+def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
+    """A socket method taking at most three arguments, none by keyword (``send``, ``recv``...).
+
+    The cheapest check first: a non-blocking socket (``timeout == 0.0``, what asyncio's and
+    trio's transports use) passes before the loop is asked about, then any call off the loop.
+    Fixed slots and no ``*rest``: CPython calls such a function on its fastest path.
+    """
+    predicate = target.predicate
+    no_kwargs: dict[str, Any] = {}
+
+    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
+        __tracebackhide__ = True
+        try:
+            passes = self.timeout == 0.0
+        except Exception:
+            passes = False
+        if not passes and _get_running_loop() is None:
+            run_context = trio_state.run_context
+            passes = run_context is None or "runner" not in run_context.__dict__
+        if not passes and not state.guards:  # left behind after the last guard stopped
+            passes = True
+        if passes:
+            if b is _NO:
+                return original(self) if a is _NO else original(self, a)
+            return original(self, a, b) if c is _NO else original(self, a, b, c)
+        args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, no_kwargs)
@@ -141,17 +261,51 @@ def checked_call(
         return wrapped(*args, **kwargs)
     state.checked_calls += 1  # not atomic across threads: a count for the summary, not a ledger
     site: Site | None = None
+    seen: SeenSite | None = None
     try:
         predicate = target.predicate
         blocking = predicate is None or predicate(instance, args, kwargs)
         if blocking:
-            site = locate(sys._getframe(1), guard.allow, guard.scope, target.call,
-                          guard.default_allow)  # fmt: skip
+            if guard._seen and not guard.allow:
+                # Called straight from a user frame this guard has reported at (warn, log):
+                # locate() would pick that very frame, so the counted path needs no walk.
+                caller = sys._getframe(2)
+                seen = guard._seen.get((target.call, id(caller.f_code), caller.f_lineno))
+            if seen is None or not seen.user:
+                seen = None
+                site = locate(sys._getframe(1), guard.allow, guard.scope, target.call,
+                              guard.default_allow)  # fmt: skip
     except Exception as exc:  # a bug in a predicate never reaches the user's program
         log_failure(target.call, exc)
         blocking = False
     if not blocking:
         return wrapped(*args, **kwargs)
+    if seen is not None:
+        mode = guard.mode  # guard.effective_mode(), inlined
+        if mode is _RAISE and guard.in_startup:
+            mode = _WARN
+        if mode is _WARN or mode is _LOG:
+            if (
+                seen.counting
+                and type(wrapped) is _BUILTIN
+                and len(guards) == 1
+                and not state.observers
+            ):  # act_again's counter bump, inlined: ~150 ns less
+                if not guard.allow:  # from now on the wrapt handler takes it by itself
+                    guard._fast[(target.call, id(caller.f_code), caller.f_lasti)] = seen
+                start = _perf_counter()
+                try:
+                    return wrapped(*args, **kwargs)
+                finally:
+                    end = _perf_counter()
+                    pending = seen.pending
+                    pending.append(end - start)
+                    if len(pending) >= FOLD_EVERY or (
+                        mode is _LOG and end - seen.last_log >= seen.log_interval
+                    ):
+                        fold(seen, target.call, mode, end)
+            return act_again(seen, target, mode, wrapped, instance, args, kwargs)
+        site = locate(sys._getframe(1), guard.allow, guard.scope, target.call, guard.default_allow)
     if site is None or site.trivial is not None:
         # the machinery, an allow rule, out of scope, or known-trivial: calls made inside are too
         if site is not None:

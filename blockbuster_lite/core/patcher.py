@@ -71,7 +71,8 @@ def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
     else:
         enabled, asyncio_only = on_loop_thread, False
     location = (target.module, target.path)
-    return Wrapper(original, make_handler(target), enabled, location), asyncio_only
+    handler = make_handler(target, loop_checked=asyncio_only)
+    return Wrapper(original, handler, enabled, location), asyncio_only
 
 
 def _static_lookup(owner: Any, name: str) -> tuple[bool, Any]:

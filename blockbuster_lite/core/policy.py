@@ -18,6 +18,7 @@ import os
 import sysconfig
 from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import NamedTuple
 
 from .config import AllowRule
 
@@ -225,9 +226,8 @@ def code_info(frame: FrameType) -> CodeInfo:
     return _classify(code, frame.f_globals.get("__name__") or "")
 
 
-@dataclass(frozen=True)
-class Site:
-    """The frame a blocking call is attributed to."""
+class Site(NamedTuple):
+    """The frame a blocking call is attributed to (a tuple: built on every checked call)."""
 
     frame: FrameType
     info: CodeInfo

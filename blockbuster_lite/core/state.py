@@ -21,8 +21,16 @@ class ActiveGuard(Protocol):
     scope: tuple[str, ...] | None
     in_startup: bool
     default_allow: bool
+    #: Sites reported in warn or log mode (core/repeats.py: SiteKey -> SeenSite).
+    _seen: dict[tuple[str, int, int], Any]
+    _fast: dict[tuple[str, int, int], Any]
+    _stats: Any  # the guard's stats.StatsCollector
 
     def effective_mode(self) -> Mode: ...
+
+    def _keep_repeat(self, entry: list[Any]) -> None: ...
+
+    def _seen_sites(self) -> list[Any]: ...
 
     def first_report(self, violation: Violation) -> bool: ...
 
@@ -30,14 +38,21 @@ class ActiveGuard(Protocol):
 
 
 class _State:
-    #: Active guards, outermost first; replaced (never mutated) so the hot path reads it lock-free.
-    guards: tuple[ActiveGuard, ...] = ()
-    #: Called with every recorded violation (statistics, OpenTelemetry); errors are contained.
-    observers: tuple[Callable[[Violation], None], ...] = ()
-    #: Calls checked on a loop thread under an active guard (the exit summary's "checked calls").
-    checked_calls: int = 0
-    #: HTTP requests seen by the ASGI middleware (the exit summary's "requests").
-    requests_served: int = 0
+    # Slots: the hot path reads guards and observers on every checked call, and CPython 3.11
+    # specialises slot reads but not class attributes read through an instance.
+    __slots__ = ("checked_calls", "guards", "observers", "requests_served")
+
+    def __init__(self) -> None:
+        #: Active guards, outermost first; replaced (never mutated): the hot path reads it
+        #: lock-free.
+        self.guards: tuple[ActiveGuard, ...] = ()
+        #: Called with every recorded violation (statistics, OpenTelemetry); errors are contained.
+        self.observers: tuple[Callable[[Violation], None], ...] = ()
+        #: Calls checked on a loop thread under an active guard (the exit summary's "checked
+        #: calls"); not atomic across threads: a count for the summary, not a ledger.
+        self.checked_calls = 0
+        #: HTTP requests seen by the ASGI middleware (the exit summary's "requests").
+        self.requests_served = 0
 
 
 state = _State()

@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .report import Violation, display_path, escape_control
 
@@ -29,6 +30,7 @@ __all__ = ["RESERVOIR_SIZE", "SiteStats", "StatsCollector", "format_stats", "per
 RESERVOIR_SIZE = 1000
 
 _random = random.Random()
+_uniform = _random.random
 
 
 @dataclass(frozen=True)
@@ -64,28 +66,31 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 class _Site:
-    __slots__ = ("call", "count", "maximum", "reservoir", "timed", "total")
+    __slots__ = ("call", "count", "lock", "maximum", "reservoir", "size", "timed", "total")
 
-    def __init__(self, call: str) -> None:
+    def __init__(self, call: str, size: int, lock: Any) -> None:
         self.call = call  # the first sample's (described) call
+        self.size = size
+        self.lock = lock  # the collector's: held around add()
         self.count = 0
         self.timed = 0
         self.total = 0.0
         self.maximum = 0.0
         self.reservoir: list[float] = []
 
-    def add(self, duration: float | None, size: int) -> None:
+    def add(self, duration: float | None) -> None:
         self.count += 1
         if duration is None:
             return
         self.timed += 1
         self.total += duration
-        self.maximum = max(self.maximum, duration)
-        if len(self.reservoir) < size:
+        if duration > self.maximum:
+            self.maximum = duration
+        if len(self.reservoir) < self.size:
             self.reservoir.append(duration)
         else:
-            slot = _random.randrange(self.timed)
-            if slot < size:
+            slot = int(_uniform() * self.timed)  # randrange() costs ~1 us more per call
+            if slot < self.size:
                 self.reservoir[slot] = duration
 
 
@@ -105,12 +110,33 @@ class StatsCollector:
         with self._lock:
             site = self._sites.get(key)
             if site is None:
-                site = self._sites[key] = _Site(violation.call)
-            site.add(violation.duration_s, self._size)
+                site = self._sites[key] = _Site(violation.call, self._size, self._lock)
+            site.add(violation.duration_s)
 
     __call__ = add
 
-    def clear(self) -> None:
+    def add_repeat(self, first: Violation, call: str, duration: float) -> None:
+        """``add`` for one more call at ``first``'s site, with no ``Violation`` built for it."""
+        self.add_to(self.slot(first, call), duration)
+
+    def slot(self, first: Violation, call: str | None = None) -> _Site:
+        """The accumulator of ``first``'s site (for ``add_to``): found once, reused per call.
+
+        Keyed by ``first.report_key`` (the call family and site): ``call``, the described call
+        of a repeat, only names a new slot's first sample.
+        """
+        key = first.report_key
+        with self._lock:
+            site = self._sites.get(key)
+            if site is None:
+                site = self._sites[key] = _Site(call or first.call, self._size, self._lock)
+            return site
+
+    def add_to(self, site: _Site, duration: float) -> None:
+        with self._lock:
+            site.add(duration)
+
+    def clear(self) -> None:  # slots handed out keep counting, unseen: guards forget their sites
         with self._lock:
             self._sites.clear()
 

@@ -31,3 +31,9 @@ class Target:
     describe: Callable[[Any, tuple[Any, ...], dict[str, Any]], str] | None = None
     #: The method takes no keyword arguments (C methods whose signature Python cannot read).
     positional_only: bool = False
+    #: A socket method: on the loop, a socket in non-blocking mode (``timeout == 0.0``, as
+    #: asyncio's and trio's transports use) passes before the predicate is called.
+    socket_method: bool = False
+    #: At most this many positional arguments (C methods whose signature Python cannot read):
+    #: a socket method's replacement then takes them in fixed slots.
+    max_args: int | None = None

@@ -122,6 +122,8 @@ def __dir__() -> list[str]:
 class _OffloadSupport:
     """The offload action as core sees it; the engine (anyio, greenback) loads on first use."""
 
+    _engine: Any = None  # engine.try_offload, once imported
+
     def require(self, source: str) -> None:
         try:
             from .engine import require_offload
@@ -143,11 +145,15 @@ class _OffloadSupport:
         *,
         call: str | None = None,
     ) -> tuple[bool, Any, str]:
-        try:
-            from .engine import try_offload
-        except ImportError as exc:
-            return False, None, f"the {exc.name or 'anyio'!r} package is missing (offload extra)"
-        return try_offload(guard, target, site, wrapped, args, kwargs, call=call)
+        engine = self._engine
+        if engine is None:
+            try:
+                from .engine import try_offload as engine
+            except ImportError as exc:
+                return False, None, f"the {exc.name or 'anyio'!r} package is missing (offload extra)"
+            self._engine = engine
+        result: tuple[bool, Any, str] = engine(guard, target, site, wrapped, args, kwargs, call=call)
+        return result
 
     async def ensure_portal(self) -> bool:
         from .portal import ensure_portal

@@ -48,10 +48,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..core.actions import build_violation, log_failure, record, warn
+from ..core.actions import build_violation, log_failure, record, tell_observers, warn
 from ..core.config import Mode
+from ..core.repeats import SeenSite, note_repeat
 from ..core.report import Violation, evolve, logger, report_text
 from ..core.state import reentrant
+from .adaptive import SiteTimes, sites_of
 from .files import OffloadingFile
 from .portal import (
     BEING_CANCELLED,
@@ -116,23 +118,99 @@ def try_offload(
             return _acquire_cooperatively(guard, target, site, wrapped, args, kwargs)
         return False, None, never_offloaded(target.call)
     try:
+        frame = site.frame
+        key = (target.call, id(frame.f_code), frame.f_lineno)
+        table = sites_of(guard)
+        times = table.get(key)
+        if times is None:
+            times = table[key] = SiteTimes(frame.f_code)
+        elif times.runs_inline():
+            return _run_inline(guard, target, site, times, wrapped, args, kwargs, call)
         problem = portal_problem()
         if problem is not None:
             return False, None, problem
-        violation = build_violation(target, site, Mode.OFFLOAD, f"{OFFLOADED}; {target.advice}", call)
-        if guard.first_report(violation):
-            _log_offloaded(violation)
+        seen = times.offloaded
+        violation: Violation | None = None
+        if seen is None:
+            advice = f"{OFFLOADED}; {target.advice}"
+            violation = build_violation(target, site, Mode.OFFLOAD, advice, call)
+            seen = times.offloaded = SeenSite(violation, None, frame.f_code)
+            if guard.first_report(violation):
+                _log_offloaded(violation)
     except Exception as exc:
         log_failure(f"offload of {target.call}", exc)
         return False, None, "internal error while preparing the offload (logged)"
     start = time.perf_counter()
+    timing: list[float] = []
     try:
-        result = run_offloaded(wrapped, args, kwargs)
+        result = run_offloaded(wrapped, args, kwargs, timing=timing)
     finally:
-        _record(violation, time.perf_counter() - start)
+        end = time.perf_counter()
+        if timing:
+            times.note(timing[0])
+        _report(seen, violation, call or target.call, Mode.OFFLOAD, end - start, end)
     if target.call == "open" and isinstance(result, io.IOBase):
         result = OffloadingFile(result)
     return True, result, ""
+
+
+def _run_inline(
+    guard: ActiveGuard,
+    target: Target,
+    site: Site,
+    times: SiteTimes,
+    wrapped: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: str | None,
+) -> tuple[bool, Any, str]:
+    """Run a call measured fast in place, on the loop, measuring it again (see adaptive.py)."""
+    seen = times.inline
+    violation: Violation | None = None
+    try:
+        if seen is None:
+            median = times.median() or 0.0
+            advice = f"{ran_inline(median)}; {target.advice}"
+            violation = build_violation(target, site, Mode.OFFLOAD, advice, call)
+            seen = times.inline = SeenSite(violation, None, site.frame.f_code)
+            guard.first_report(violation)
+            _log_offloaded(violation)  # once per site: it stopped moving to the workers
+    except Exception as exc:
+        log_failure(f"offload of {target.call}", exc)
+        return False, None, "internal error while preparing the offload (logged)"
+    token = reentrant.set(True)
+    start = time.perf_counter()
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        end = time.perf_counter()
+        reentrant.reset(token)
+        times.note(end - start)
+        _report(seen, violation, call or target.call, Mode.OFFLOAD, end - start, end)
+    if target.call == "open" and isinstance(result, io.IOBase):
+        result = OffloadingFile(result)
+    return True, result, ""
+
+
+def ran_inline(median: float) -> str:
+    return (
+        f"ran inline: measured {median * 1e6:.0f} us, cheaper than a thread hop (offload mode)"
+    )
+
+
+def _report(
+    seen: SeenSite, first: Violation | None, call: str, mode: Mode, duration: float, now: float
+) -> None:
+    """Record an offloaded or inline call: the site's first in full, later ones as repeats."""
+    try:
+        if first is not None:
+            record(evolve(first, duration_s=duration))
+            return
+        violation = note_repeat(seen, call, mode, duration, now)
+        if violation is not None:
+            tell_observers(violation)
+    except Exception as exc:
+        log_failure(f"offload of {call}", exc)
 
 
 def _acquire_cooperatively(

@@ -246,10 +246,21 @@ def pools_here() -> LoopPools:
         import anyio
         import anyio.to_thread
 
+        library = current_library() or "asyncio"
+        # asyncio: one future per call (lanes.py); trio, and the bulk file lane (a throttle for
+        # transfers whose cost dwarfs a thread hop), keep anyio's limiters and worker threads
+        offload_limiter: Any
+        if library == "asyncio":
+            from .lanes import ThreadLane
+
+            offload_limiter = ThreadLane(offload_capacity(), OFFLOAD)
+        else:
+            offload_limiter = anyio.CapacityLimiter(offload_capacity())
+        file_limiter = anyio.CapacityLimiter(file_capacity())
         pools = LoopPools(
-            current_library() or "asyncio",
-            anyio.CapacityLimiter(offload_capacity()),
-            anyio.CapacityLimiter(file_capacity()),
+            library,
+            offload_limiter,
+            file_limiter,
             anyio.to_thread.current_default_thread_limiter(),
         )
         pools.is_alive = _run_liveness()

@@ -4,6 +4,7 @@ waits through its portal; the context variables it set are copied back into the 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import time
@@ -15,6 +16,7 @@ import anyio.to_thread
 
 from ..core.report import logger
 from ..core.state import exempt, reentrant
+from .lanes import ThreadLane
 from .pools import LoopPools, ensure_pool_monitor
 from .portal import greenback as greenback
 
@@ -59,7 +61,7 @@ def _leave_async_library() -> None:
 class _Job:
     """One call to run in the offload pool, in its own copy of the caller's context."""
 
-    __slots__ = ("args", "call", "context", "files", "finished", "kwargs")
+    __slots__ = ("args", "call", "context", "elapsed", "files", "finished", "kwargs")
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class _Job:
         self.args = args
         self.kwargs = kwargs
         self.finished = False
+        self.elapsed: float | None = None  # how long the call itself ran in the worker
 
     async def run(self) -> Any:
         pools: LoopPools | None = None
@@ -93,11 +96,15 @@ class _Job:
                     pools.note_wait(time.perf_counter() - submitted)
             except Exception:
                 logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
+            start = time.perf_counter()
             try:
                 return self.context.run(self.call, *self.args, **self.kwargs)
             finally:
+                self.elapsed = time.perf_counter() - start
                 self.finished = True
 
+        if isinstance(limiter, ThreadLane):  # asyncio: one future, one trip through the loop
+            return await limiter.submit(asyncio.get_running_loop(), in_worker)
         options: dict[str, Any] = {_ABANDON_ON_CANCEL: True, "limiter": limiter}
         return await anyio.to_thread.run_sync(in_worker, **options)
 
@@ -108,10 +115,12 @@ def run_offloaded(
     kwargs: dict[str, Any],
     *,
     files: bool = False,
+    timing: list[float] | None = None,
 ) -> T:
     """Run ``call(*args, **kwargs)`` in the offload pool; the current task (with a portal) waits.
 
-    ``files=True``: in the pool's bulk file I/O lane.
+    ``files=True``: in the pool's bulk file I/O lane. ``timing``: gets how long the call itself
+    ran in the worker (not the wait), when it finished.
     """
     assert greenback is not None
     before = contextvars.copy_context()
@@ -126,6 +135,8 @@ def run_offloaded(
         reentrant.reset(token)
         if job.finished:
             _bring_back(before, work)
+            if timing is not None and job.elapsed is not None:
+                timing.append(job.elapsed)
 
 
 def _bring_back(before: contextvars.Context, work: contextvars.Context) -> None:
