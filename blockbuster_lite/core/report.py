@@ -83,7 +83,7 @@ def format_message(violation: Violation) -> str:
     where = f"{violation.site} in {violation.function}"
     if violation.kind == "stall":
         duration = violation.duration_s or 0.0
-        head = f"Event loop blocked for {duration * 1000:.0f} ms in {violation.call} at {where}"
+        head = f"Event loop blocked for {duration * 1000:.0f} ms in {violation.call} from {where}"
     else:
         # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT 1)"
         call = violation.call if "(" in violation.call else f"{violation.call}()"

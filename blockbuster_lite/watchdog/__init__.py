@@ -86,7 +86,14 @@ from .stacks import PYTHON_CODE
 if TYPE_CHECKING:
     from ..core.state import ActiveGuard
 
-__all__ = ["PYTHON_CODE", "STALL_ADVICE", "WatchdogHandle", "start_watchdog", "watched_loops"]
+__all__ = [
+    "PYTHON_CODE",
+    "STALL_ADVICE",
+    "WatchdogHandle",
+    "report_pending",
+    "start_watchdog",
+    "watched_loops",
+]
 
 
 class WatchdogHandle:
@@ -163,6 +170,19 @@ def _remove(handle: WatchdogHandle) -> None:
         monitor.unhook_all()
 
 
+def report_pending() -> None:
+    """Report, on this thread and now, the stalls that ended but the monitor has not told yet
+    (the pytest plugin calls it as a test phase ends, so a stall lands in its own test)."""
+    monitor = _monitor
+    if monitor is None:
+        return
+    token = reentrant.set(True)
+    try:
+        monitor.flush()
+    finally:
+        reentrant.reset(token)
+
+
 def watched_loops() -> list[tuple[str, str]]:
     """``(kind, thread name)`` of every loop watched now (diagnostics and tests)."""
     monitor = _monitor
@@ -179,7 +199,7 @@ def _restart_after_fork() -> None:
     old = _monitor
     if old is None:
         return
-    state.observers = tuple(o for o in state.observers if o != old.note_violation)
+    state.observers = tuple(o for o in state.observers if o != old.book.note_violation)
     monitor = _monitor = Monitor(old.threshold)
     monitor.handles = list(old.handles)
     monitor.start()

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo
 from ..core.state import exempt, request_context, state
+from .hooks import RUN_CODES
 
 __all__ = [
     "DISPATCH",
@@ -45,6 +46,7 @@ __all__ = [
     "running_task",
     "site_index",
     "task_boundary_asyncio",
+    "top_call",
     "trio_machinery",
 ]
 
@@ -105,20 +107,53 @@ class TaskInfo:
     exempt: bool = False
 
 
-def callback_frames(top: FrameType, boundary: CodeType | None) -> list[FrameType]:
-    """The frames of the callback running on a loop thread, innermost first ([] if idle)."""
+def callback_frames(
+    top: FrameType, boundary: CodeType | None, in_turn: bool = False
+) -> list[FrameType]:
+    """The frames of the callback running on a loop thread, innermost first ([] if idle).
+
+    ``in_turn``: the loop's own hook says a callback is running. A stack that then ends
+    without reaching the loop's dispatch frame belongs to a greenlet whose parent we cannot
+    reach (the frames of a greenlet stop at its first one): it is the callback.
+    """
     trio_codes = trio_machinery()
     frames: list[FrameType] = []
     frame: FrameType | None = top
     while frame is not None:
         code = frame.f_code
-        if code is boundary or code in DISPATCH or code is trio_codes.unrolled_run:
+        if (
+            code is boundary
+            or code in DISPATCH
+            or code in RUN_CODES
+            or code is trio_codes.unrolled_run
+        ):
             return frames
         if code in LOOP_INTERNALS or code is trio_codes.run:
             return []
         frames.append(frame)
-        frame = frame.f_back
-    return []  # not inside this loop at all (it stopped between two looks)
+        frame = frame.f_back or _greenlet_parent(frame)
+    # Not inside this loop at all (it stopped between two looks), or inside a greenlet.
+    return frames if in_turn else []
+
+
+def _greenlet_parent(frame: FrameType) -> FrameType | None:
+    """Where a greenback portal's greenlet came from: the task's own frames, suspended.
+
+    In offload mode a task's coroutine runs in a greenlet (``greenback``'s ``trampoline``) so
+    that sync code can wait for a worker thread. A greenlet's stack ends at its first frame,
+    not at the loop; its parent greenlet, suspended while it runs, holds the task's frames
+    (``greenback_shim``) down to the loop's dispatch frame.
+    """
+    impl = sys.modules.get("greenback._impl")
+    trampoline = getattr(getattr(impl, "trampoline", None), "__code__", None)
+    if trampoline is None or frame.f_code is not trampoline:
+        return None
+    try:
+        portal = frame.f_locals.get("portal_greenlet")
+        parent = getattr(portal, "gr_frame", None)
+    except Exception:
+        return None
+    return parent if isinstance(parent, FrameType) else None
 
 
 def site_index(infos: list[CodeInfo]) -> int:
@@ -159,15 +194,30 @@ _CALL_OPS = frozenset(
 def call_name(frames: list[FrameType], infos: list[CodeInfo], index: int) -> str:
     """What the attributed frame is running: a callee's name, or ``Python code``."""
     if index > 0:
-        callee = infos[index - 1]
-        if callee.kind == INTERNAL or not callee.module:
-            return callee.qualname
-        return f"{callee.module}.{callee.qualname}"
+        return _qualified(infos[index - 1])
     try:
         name = _c_callee(frames[0])
     except Exception:
         name = None
     return name or PYTHON_CODE
+
+
+def top_call(frames: list[FrameType], infos: list[CodeInfo], index: int, call: str) -> str:
+    """The call at the very top of the stack when it is not ``call`` itself ("" otherwise):
+    ``_thread.lock.acquire`` under the ``queue.Queue.get`` the user's frame called."""
+    if index == 0:
+        return ""
+    try:
+        name = _c_callee(frames[0]) or _qualified(infos[0])
+    except Exception:
+        return ""
+    return "" if name == call else name
+
+
+def _qualified(info: CodeInfo) -> str:
+    if info.kind == INTERNAL or not info.module:
+        return info.qualname
+    return f"{info.module}.{info.qualname}"
 
 
 def _c_callee(frame: FrameType) -> str | None:
@@ -191,25 +241,57 @@ def _c_callee(frame: FrameType) -> str | None:
     parts = expression.split(".")
     if not all(part.isidentifier() for part in parts):
         return None
-    return _resolve(parts, frame.f_globals) or expression
+    return _resolve(parts, frame) or expression
 
 
-def _resolve(parts: list[str], namespace: Mapping[str, Any]) -> str | None:
-    """``module.function`` for a dotted name, through modules and classes only (no user code runs)."""
-    missing = object()
-    obj = namespace.get(parts[0], missing)
-    if obj is missing:
-        obj = vars(builtins).get(parts[0], missing)
-    if obj is missing:
+_MISSING = object()
+
+
+def _resolve(parts: list[str], frame: FrameType) -> str | None:
+    """``module.function`` for a dotted name, through the frame's variables, modules, classes
+    and instance dictionaries only: no user code runs (no property, no ``__getattr__``)."""
+    first = parts[0]
+    obj: Any = _MISSING
+    code = frame.f_code
+    if first in code.co_varnames or first in code.co_cellvars or first in code.co_freevars:
+        obj = frame.f_locals.get(first, _MISSING)
+    if obj is _MISSING:
+        obj = frame.f_globals.get(first, _MISSING)
+    if obj is _MISSING:
+        obj = vars(builtins).get(first, _MISSING)
+    owner: type | None = None  # the class the last attribute was found on
+    for number, part in enumerate(parts[1:], 2):
+        last = number == len(parts)
+        if obj is _MISSING:
+            return None
+        owner = None
+        if isinstance(obj, types.ModuleType):
+            obj = vars(obj).get(part, _MISSING)
+            continue
+        klass = obj if isinstance(obj, type) else type(obj)
+        found = next((k for k in klass.__mro__ if part in vars(k)), None)
+        attribute = vars(found)[part] if found is not None else _MISSING
+        if found is not None and (isinstance(obj, type) or last):
+            obj, owner = attribute, found
+        elif isinstance(attribute, types.MemberDescriptorType):  # a __slots__ member
+            obj = attribute.__get__(obj, klass)
+        elif found is not None and hasattr(type(attribute), "__set__"):
+            return None  # a property: reading it would run code
+        else:
+            try:
+                namespace = object.__getattribute__(obj, "__dict__")
+            except AttributeError:
+                return None
+            obj = namespace.get(part, _MISSING) if isinstance(namespace, dict) else _MISSING
+    if obj is _MISSING:
         return None
     if isinstance(obj, types.ModuleType):
-        return ".".join([obj.__name__, *parts[1:]])
-    for part in parts[1:]:
-        if not isinstance(obj, type):
-            return None
-        obj = next((vars(k)[part] for k in obj.__mro__ if part in vars(k)), None)
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
+        return obj.__name__
+    if owner is not None and getattr(obj, "__module__", None) is None:  # a C method
+        module, qualname = owner.__module__, f"{owner.__qualname__}.{parts[-1]}"
+    else:
+        module = getattr(obj, "__module__", None)
+        qualname = getattr(obj, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str):
         return None
     return qualname if module == "builtins" else f"{module}.{qualname}"
