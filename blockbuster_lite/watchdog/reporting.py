@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -43,8 +44,11 @@ def register_pools(library: str) -> None:
     This is how anyio's default limiter, FastAPI's pool for sync endpoints, gets its occupancy
     read and its saturation warned about without offload mode. The monitor thread samples it:
     no timer on the loop. anyio finds the loop through sniffio, which a plain callback has to be
-    told about.
+    told about. A program that has not imported anyio has no such pool (and importing it here
+    would count its import time in the loop's turn).
     """
+    if "anyio" not in sys.modules:
+        return
     try:
         import sniffio
 

@@ -30,6 +30,9 @@ class StallBook:
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str, str], int] = {}
         self.recent_calls: dict[tuple[str, int], float] = {}
+        #: The last stall told per thread: (watch, start, end). A trio guest run's turn runs
+        #: inside its host loop's: one block, one report.
+        self.last_on_thread: dict[int | None, tuple[int, float, float]] = {}
 
     def note_violation(self, violation: Violation) -> None:
         """Observer: where the catalogue reported a call, so the stall it caused is not doubled."""
@@ -69,6 +72,12 @@ class StallBook:
         seen = self.recent_calls.get((chosen.filename, chosen.lineno))
         if seen is not None and start <= seen <= end + threshold:
             return
+        last = self.last_on_thread.get(watch.thread_id)
+        if last is not None and last[0] != id(watch) and last[1] < end and start < last[2]:
+            return
+        if len(self.last_on_thread) > 1024:
+            self.last_on_thread.clear()
+        self.last_on_thread[watch.thread_id] = (id(watch), start, end)
         if len(self.groups) < 10_000 or chosen.group in self.groups:
             lineno = self.groups.setdefault(chosen.group, chosen.lineno)
         else:
