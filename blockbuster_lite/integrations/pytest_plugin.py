@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .pytest_watchdog import WATCHDOG_HELP, describe_stall, marker_watchdog, resolve_watchdog
+
 if TYPE_CHECKING:
     from ..core.guard import Guard
     from ..core.report import Violation
@@ -43,9 +45,9 @@ ALLOW_HELP = (
     "path/file.py:function"
 )
 MARKER_HELP = (
-    "blockbuster(mode=..., allow=[...], scope=None): blocking-call sanitizer settings for this "
-    "test; mode defaults to the session's, or raise when the session's is off by default; "
-    "mode='off' exempts the test"
+    "blockbuster(mode=..., allow=[...], scope=None, watchdog=None): blocking-call sanitizer "
+    "settings for this test; mode defaults to the session's, or raise when the session's is "
+    "off by default; mode='off' exempts the test; watchdog=0.1 reports loop stalls >= 0.1 s"
 )
 # Repeated from blockbuster_lite._guard so that a session with the plugin off imports nothing.
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
@@ -63,6 +65,8 @@ class Settings:
     allow: tuple[str, ...] = ()
     allow_source: str = ""
     scope: tuple[str, ...] | None = None
+    watchdog: float | None = None  # seconds (see pytest_watchdog)
+    watchdog_source: str = ""
 
 
 @dataclass
@@ -127,7 +131,10 @@ def resolve_settings(config: pytest.Config) -> Settings:
         allow_source = "ini option blockbuster_allow"
     scope = os.environ.get(ENV_SCOPE) or None
     mode, rules, parsed_scope = _validate(mode, allow, scope, source, allow_source)
-    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope)
+    watchdog, watchdog_source = resolve_watchdog(config)
+    return Settings(
+        mode, source, rules, allow_source if rules else "", parsed_scope, watchdog, watchdog_source
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,6 +145,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
     parser.addini("blockbuster_mode", MODE_HELP, default="")
     parser.addini("blockbuster_allow", ALLOW_HELP, type="linelist", default=[])
+    group.addoption(
+        "--blockbuster-watchdog-ms", dest="blockbuster_watchdog_ms", default=None, metavar="MS",
+        help=WATCHDOG_HELP,
+    )  # fmt: skip
+    parser.addini("blockbuster_watchdog_ms", WATCHDOG_HELP, default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -159,6 +171,8 @@ def pytest_report_header(config: pytest.Config) -> str:
         line += f", allow={','.join(settings.allow)} (from {settings.allow_source})"
     if settings.scope:
         line += f", scope={','.join(settings.scope)}"
+    if settings.watchdog is not None:
+        line += f", watchdog={settings.watchdog * 1000:g} ms (from {settings.watchdog_source})"
     return line
 
 
@@ -176,9 +190,10 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
     kwargs = dict(marker.kwargs)
     if marker.args:
         kwargs.setdefault("mode", marker.args[0])
-    if set(kwargs) - {"mode", "allow", "scope"} or len(marker.args) > 1:
+    if set(kwargs) - {"mode", "allow", "scope", "watchdog"} or len(marker.args) > 1:
         pytest.fail(
-            f"blockbuster_lite: {source} takes mode=, allow= and scope= only", pytrace=False
+            f"blockbuster_lite: {source} takes mode=, allow=, scope= and watchdog= only",
+            pytrace=False,
         )
     marker_allow = kwargs.get("allow", ())
     marker_allow = [marker_allow] if isinstance(marker_allow, str) else list(marker_allow)
@@ -190,33 +205,53 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
         pytest.fail(str(exc), pytrace=False)
 
 
+def _test_watchdog(item: pytest.Item) -> float | None:
+    """This test's watchdog threshold in seconds: the marker's, else the session's."""
+    watchdog = item.config.stash[_settings_key].watchdog
+    marker = item.get_closest_marker("blockbuster")
+    if marker is not None and "watchdog" in marker.kwargs:
+        source = f"@pytest.mark.blockbuster on {item.nodeid}"
+        watchdog = marker_watchdog(marker.kwargs["watchdog"], source)
+    return watchdog
+
+
 def _observe(violation: Violation) -> None:
-    """Keep the raise-mode violations decided by the running test's own guard."""
+    """Keep the raise-mode violations decided by the running test's own guard (and the
+    stalls its watchdog saw while it was in raise mode: they fail the test too)."""
     from ..core.config import Mode
     from ..core.state import state
 
     run = _current
-    if run is not None and violation.action is Mode.RAISE and state.guards[-1:] == (run.guard,):
+    if run is None or state.guards[-1:] != (run.guard,):
+        return
+    if violation.action is Mode.RAISE or (
+        violation.kind == "stall" and run.guard.effective_mode() is Mode.RAISE
+    ):
         run.raised.append(violation)
 
 
 def _begin(item: pytest.Item) -> None:
     global _current
     settings = _test_settings(item)
+    watchdog = _test_watchdog(item)
+    if settings is None and watchdog is not None:  # the watchdog alone: stalls are logged
+        session = item.config.stash[_settings_key]
+        settings = (session.mode, session.allow, session.scope)
     if settings is None:  # the plugin is off: leave any guard the suite set up alone
         return
     mode, allow, scope = settings
     state_module = sys.modules.get("blockbuster_lite.core.state")
     others_active = state_module is not None and bool(state_module.state.guards)
     wants_fixture = "blockbuster" in getattr(item, "fixturenames", ())
-    if mode == "off" and not others_active and not wants_fixture:
+    if mode == "off" and not others_active and not wants_fixture and watchdog is None:
         return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ..core.guard import Guard
     from ..core.state import state
 
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
-    run = _TestRun(Guard(mode, allow=allow, scope=scope, source="pytest plugin"))
+    guard = Guard(mode, allow=allow, scope=scope, watchdog=watchdog, source="pytest plugin")
+    run = _TestRun(guard)
     item.stash[_run_key] = run
     _current = run
     run.guard.start()
@@ -241,12 +276,16 @@ def _describe(violations: list[Violation], *, caught: bool = False) -> str:
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(key, violation)
     head = "blockbuster_lite: blocking call(s) on the event loop (raise mode)"
+    if all(v.kind == "stall" for v in violations):
+        head, caught = "blockbuster_lite: the event loop stalled (raise mode)", False
     if caught:
         head += "; the code under test caught the error, the test fails anyway"
     lines = [head + ":"]
     for key, violation in first.items():
         times = f" [x{counts[key]}]" if counts[key] > 1 else ""
         lines.append(f"  {format_message(violation)}{times}")
+        if violation.kind == "stall":
+            lines.extend(describe_stall(violation))
     return "\n".join(lines)
 
 
@@ -259,15 +298,25 @@ def _checked_phase(item: pytest.Item, when: str) -> Generator[None, object, obje
     try:
         result = yield
     except BaseException as exc:
+        _collect_stalls(run)
         new = _unacknowledged(run, seen)
         told = getattr(exc, "violation", None)
         if new and not (len(new) == 1 and told is new[0]):
             item.add_report_section(when, "blockbuster", _describe(new))
         raise
+    _collect_stalls(run)
     new = _unacknowledged(run, seen)
     if new:
         pytest.fail(_describe(new, caught=True), pytrace=False)
     return result
+
+
+def _collect_stalls(run: _TestRun) -> None:
+    """Stalls that ended in this phase are reported in it (not by the monitor, later)."""
+    if run.guard.watchdog is not None:
+        from .pytest_watchdog import report_pending
+
+        report_pending()
 
 
 def _unacknowledged(run: _TestRun, seen: int) -> list[Violation]:
