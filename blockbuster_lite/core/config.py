@@ -8,6 +8,7 @@ value, the source and what is allowed.
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -151,6 +152,10 @@ def parse_watchdog_ms(value: str, source: str) -> float | None:
         raise ConfigError(
             f"invalid watchdog threshold {value!r} from {source}: expected milliseconds"
         ) from None
+    if not math.isfinite(milliseconds):
+        raise ConfigError(
+            f"invalid watchdog threshold {value!r} from {source}: must be a finite number"
+        )
     if not milliseconds > 0:
         raise ConfigError(f"invalid watchdog threshold {value!r} from {source}: must be > 0")
     return milliseconds / 1000

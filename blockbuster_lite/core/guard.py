@@ -69,8 +69,10 @@ class Guard:
                 raise ConfigError(
                     f"invalid watchdog {watchdog!r} from {source}: expected seconds (a number > 0)"
                 )
-            if not watchdog > 0:
-                raise ConfigError(f"invalid watchdog {watchdog!r} from {source}: must be > 0")
+            if not watchdog > 0 or watchdog == float("inf"):
+                raise ConfigError(
+                    f"invalid watchdog {watchdog!r} from {source}: must be a finite number > 0"
+                )
         self.watchdog = float(watchdog) if watchdog is not None else None
         if self.mode is Mode.OFFLOAD:
             require_offload(source)

@@ -24,7 +24,7 @@ import gc
 import linecache
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
@@ -287,6 +287,8 @@ def _resolve(parts: list[str], frame: FrameType) -> str | None:
         return None
     if isinstance(obj, types.ModuleType):
         return obj.__name__
+    module: object
+    qualname: object
     if owner is not None and getattr(obj, "__module__", None) is None:  # a C method
         module, qualname = owner.__module__, f"{owner.__qualname__}.{parts[-1]}"
     else:
