@@ -35,7 +35,7 @@ import wrapt
 
 from .reporting import log_failure
 
-__all__ = ["RUN_CODES", "Listener", "hooked_kinds", "install", "uninstall"]
+__all__ = ["RUN_CODES", "Listener", "hooked_kinds", "install", "reset_after_fork", "uninstall"]
 
 
 class Listener(Protocol):
@@ -159,10 +159,10 @@ def install(listener: Listener) -> None:
             wrapt.register_post_import_hook(_on_import, "trio")
 
 
-def set_listener(listener: Listener | None) -> None:
-    """Point the hooks in place at another monitor (a forked child's own)."""
-    global _listener
-    _listener = listener
+def reset_after_fork() -> None:
+    """In a forked child: the lock may have been held by a thread that did not survive."""
+    global _lock
+    _lock = threading.RLock()
 
 
 def uninstall() -> None:
