@@ -85,9 +85,9 @@ def marker_watchdog(value: object, source: str) -> float | None:
 
 def report_pending() -> None:
     """Tell now the stalls that ended but the monitor thread has not reported yet."""
-    from .. import watchdog
+    from ..watchdog import report_pending as report
 
-    watchdog.report_pending()
+    report()
 
 
 def describe_stall(violation: Violation) -> list[str]:

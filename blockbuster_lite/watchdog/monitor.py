@@ -14,7 +14,9 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..core.state import state
-from . import hooks
+from .hooks import hooked_kinds
+from .hooks import install as install_hooks
+from .hooks import uninstall as uninstall_hooks
 from .loops import LoopWatch, Watcher, running_here
 from .reporting import log_failure
 from .sampler import busy_interval, forget_samples, sample, sampled_interval, settle_beat, track
@@ -154,7 +156,7 @@ class Monitor:
     # -- the thread -----------------------------------------------------------------------------
     def start(self) -> None:
         state.observers = (*state.observers, self.book.note_violation)
-        hooks.install(self)
+        install_hooks(self)
         self.thread.start()
 
     def ring(self) -> None:
@@ -166,7 +168,7 @@ class Monitor:
             pass
 
     def stop(self) -> None:
-        hooks.uninstall()
+        uninstall_hooks()
         self.stopping = True
         self.ring()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
@@ -205,7 +207,7 @@ class Monitor:
                 self.discover(frames)
                 self.next_discovery = (
                     now + DISCOVERY_INTERVAL
-                    if not _needed() <= hooks.hooked_kinds()
+                    if not _needed() <= hooked_kinds()
                     else float("inf")
                 )
                 interval = min(interval, self.next_discovery - now)

@@ -201,34 +201,45 @@ def test_a_stopped_loop_is_forgotten_and_collected(guard: bl.Guard) -> None:
     assert [r for r in refs if r() is not None] == []  # the watchdog holds no loop
 
 
-def test_an_idle_watched_process_leaves_the_monitor_asleep(guard: bl.Guard) -> None:
-    """No scan: with every loop in its poll the monitor thread is not woken at all."""
-    from blockbuster_lite import watchdog
+def test_an_idle_watched_process_leaves_the_monitor_asleep() -> None:
+    """No scan: with every loop in its poll the monitor thread is not woken at all (a fresh
+    process: loops other tests left running in threads would wake it)."""
+    script = textwrap.dedent(
+        """
+        import asyncio, threading, time
+        import blockbuster_lite as bl
+        from blockbuster_lite import watchdog
 
-    monitor = watchdog._monitor
-    assert monitor is not None
-    calls: list[float] = []
-    tick = monitor.tick
+        guard = bl.activate("log", watchdog=0.1)
+        monitor = watchdog._monitor
+        calls = []
+        tick = monitor.tick
+        monitor.tick = lambda now: calls.append(now) or tick(now)
+        window = []
 
-    def counted(now: float) -> float:
-        calls.append(now)
-        return tick(now)
+        async def idle():
+            await asyncio.sleep(1.2)
 
-    monitor.tick = counted  # type: ignore[method-assign]
-    try:
-
-        window: list[float] = []
-
-        async def main() -> None:
+        async def main():
             await asyncio.sleep(0.05)
             window.append(time.perf_counter() + 0.1)
             await asyncio.sleep(1.0)
             window.append(time.perf_counter() - 0.1)
 
+        threads = [threading.Thread(target=asyncio.run, args=(idle(),)) for _ in range(20)]
+        for thread in threads:
+            thread.start()
         asyncio.run(main())
-    finally:
-        del monitor.tick
-    assert [t for t in calls if window[0] < t < window[1]] == []
+        for thread in threads:
+            thread.join()
+        print(len([t for t in calls if window[0] < t < window[1]]), len(watchdog.watched_loops()))
+        bl.deactivate()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["0", "0"], result.stderr
 
 
 def test_hooks_are_exact_and_leave_with_the_last_watchdog() -> None:
