@@ -117,7 +117,6 @@ class LoopWatch:
         self.threshold = 0.0
         self.turn_start: float | None = None  # when the loop left its poll; None: unknown yet
         self.polling = False
-        self.paused = False  # the loop stopped running since the last turn began
         self.gaps: deque[tuple[float, float]] = deque(maxlen=64)  # (start, end) of long turns
         self.samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self.task: TaskInfo | None = None
@@ -145,9 +144,7 @@ class LoopWatch:
     def before_poll(self) -> None:
         now = _perf()
         start = self.turn_start
-        if self.paused:
-            self.paused = False  # the turn spans a time the loop was not running: no stall
-        elif start is not None and now - start >= self.threshold:
+        if start is not None and now - start >= self.threshold:
             self.gaps.append((start, now))
         self.polling = True
 

@@ -71,6 +71,19 @@ class Monitor:
         """Run hook, on the loop thread before its first callback: watch it from now."""
         if self.stopping:
             return
+        with self.lock:
+            known = self.watches.get(id(target))
+            if known is not None and known.target is target and not known.closed():
+                # Found by the scan, and now run again: its next turn starts at its next poll
+                # (the time it was stopped is no stall), and its stop will be reported.
+                known.notified = True
+                known.turn_start = None
+                known.polling = False
+                if not known.hooked:
+                    known.free_at, known.free_cpu = _perf(), time.thread_time()
+                    known.busy_at = known.busy_cpu = None
+                forget_samples(known)
+                return
         watch = self._add(target, kind, threading.get_ident(), None, "start")
         if watch is None:
             return

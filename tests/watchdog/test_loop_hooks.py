@@ -336,3 +336,27 @@ def test_an_env_var_run_reports_a_stall_in_its_first_step(tmp_path: Any) -> None
     (line,) = [line for line in result.stderr.splitlines() if "Event loop blocked" in line]
     assert "ms in " in line and "script.py:6 in main" in line
     assert "seen by the watchdog, not intercepted" in line
+
+
+def test_a_loop_found_running_then_run_again_counts_no_stall_for_the_pause() -> None:
+    """asyncio.run runs its loop three times; the guard starts in the first run, and the
+    loop's idle time between runs (here 0.3 s of the thread's own work) is no stall."""
+    loop = asyncio.new_event_loop()
+    guard = bl.Guard("log", watchdog=0.1, source="test")
+
+    async def start() -> None:
+        guard.start()  # inside the run: the loop is watched as found, not through its hook
+        await asyncio.sleep(0.01)
+
+    async def again() -> None:
+        await asyncio.sleep(0.01)
+
+    try:
+        loop.run_until_complete(start())
+        spin(BLOCK)  # the loop is stopped: not a stall of it
+        loop.run_until_complete(again())
+        ORIGINAL_SLEEP(0.1)
+        assert stalls(guard) == []
+    finally:
+        guard.stop()
+        loop.close()
