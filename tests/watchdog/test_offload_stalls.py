@@ -65,6 +65,7 @@ def test_an_offloaded_sleep_is_not_a_stall(loop: str) -> None:
     ]
 
 
+@pytest.mark.filterwarnings("ignore::blockbuster_lite.BlockingCallWarning")
 @pytest.mark.parametrize(
     "server", [("asyncio", "h11"), ("uvloop", "httptools")], ids=["asyncio", "uvloop"]
 )
