@@ -280,7 +280,7 @@ def test_a_loop_running_when_the_guard_starts_in_another_thread_is_found() -> No
     assert close_to(stall.duration_s, truth[0])
 
 
-def test_uvloop_imported_after_the_guard_is_hooked_on_import(tmp_path: Any) -> None:
+def test_uvloop_and_trio_imported_after_the_guard_are_hooked_on_import(tmp_path: Any) -> None:
     script = textwrap.dedent(
         """
         import asyncio, time
@@ -293,18 +293,20 @@ def test_uvloop_imported_after_the_guard_is_hooked_on_import(tmp_path: Any) -> N
             deadline = time.perf_counter() + 0.3
             while time.perf_counter() < deadline:
                 pass
-            await asyncio.sleep(0.01)
 
         uvloop.run(main())
+        import trio  # after the watchdog started too
+        original = trio._core._run.setup_runner.__wrapped__
+        trio.run(main)
         print([v.function for v in guard.violations if v.kind == "stall"])
         bl.deactivate()
-        print("run_forever" in vars(uvloop.Loop))
+        print("run_forever" in vars(uvloop.Loop), trio._core._run.setup_runner is original)
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
-    assert result.stdout.split("\n")[:2] == ["['main']", "False"], result.stderr
+    assert result.stdout.split("\n")[:2] == ["['main', 'main']", "False True"], result.stderr
 
 
 def test_an_env_var_run_reports_a_stall_in_its_first_step(tmp_path: Any) -> None:
