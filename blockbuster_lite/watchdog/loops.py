@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 import weakref
@@ -194,6 +195,9 @@ class LoopWatch:
             self.hooked = self._hook_selector()
             if where == "here":
                 register_pools("asyncio")
+            elif where == "start":  # on the loop thread, before it runs: no wake-up needed
+                if "anyio" in sys.modules:
+                    target.call_soon(register_pools, "asyncio")
             else:
                 target.call_soon_threadsafe(register_pools, "asyncio")
                 if not self.hooked and where == "other":

@@ -91,7 +91,7 @@ class Monitor:
         if not watch.hooked:  # sampled: idle until the monitor sees it in a callback
             watch.free_at = _perf()
             watch.free_cpu = time.thread_time()
-        self.ring()
+            self.ring()  # a hooked loop rings itself when it starts a turn
 
     def loop_stopped(self, target: Any) -> None:
         """Run hook, on the loop thread once it stopped: end its last turn, report, forget it."""
