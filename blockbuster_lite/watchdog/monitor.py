@@ -74,8 +74,12 @@ class Monitor:
         with self.lock:
             known = self.watches.get(id(target))
             if known is not None and known.target is target and not known.closed():
-                # Found by the scan, and now run again: its next turn starts at its next poll
-                # (the time it was stopped is no stall), and its stop will be reported.
+                # Found by the scan, and now run again: what it did before it stopped is
+                # told now, its next turn starts at its next poll (the time it was stopped is
+                # no stall), and its stop will be reported.
+                if not known.hooked:
+                    settle_beat(known, self.threshold)
+                self.book.report_gaps(known, self.threshold)
                 known.notified = True
                 known.turn_start = None
                 known.polling = False
