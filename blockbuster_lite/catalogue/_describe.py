@@ -1,11 +1,14 @@
 """How driver and client calls are named in reports, from their arguments.
 
-A described call reads ``<qualified name>(<detail>)``: the detail is the first words of an SQL
-statement (``psycopg2.cursor.execute(SELECT id, name ...)``), a Redis command name
+A described call reads ``<qualified name>(<detail>)``: the detail is an SQL statement's first
+keyword (``psycopg2.cursor.execute(SELECT ...)``), a Redis command's name
 (``redis.Redis.execute_command(BLPOP)``) or an HTTP method and origin
 (``httpx.Client.send(GET http://127.0.0.1:8000)``). Details never include query parameters, keys,
-values, URL paths, query strings or credentials: they can hold secrets. SQL text itself can hold
-literals, so only its first three words are kept, cut at 40 characters.
+values, URL userinfo, paths, query strings or passwords: they can hold secrets. SQL text holds
+literals (``SELECT md5('secret')``) and names, so only its first keyword is kept, and only when it
+is a known SQL statement keyword (anything else shows as ``...``). The detail is what one sample
+looked like: reports are deduplicated and counted per call family (the name before the
+parentheses) and site, never per detail.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "SQL_KEYWORDS",
     "described_by",
     "first_statement",
     "http_origin",
@@ -24,10 +28,25 @@ __all__ = [
     "with_detail",
 ]
 
-STATEMENT_WORDS = 3
-STATEMENT_CHARS = 40
 
 _COMMENTS = re.compile(r"\s*(--[^\n]*(\n|$)|/\*.*?\*/)", re.DOTALL)
+_LEADING = re.compile(r"[\s(;]*")
+_WORD = re.compile(r"[A-Za-z]+")
+
+#: Statement keywords shown as the detail (any dialect); an unknown first word shows as "...".
+SQL_KEYWORDS = frozenset(
+    (
+        "ABORT", "ALTER", "ANALYSE", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT",
+        "CLOSE", "CLUSTER", "COMMENT", "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE",
+        "DELETE", "DESC", "DESCRIBE", "DETACH", "DISCARD", "DO", "DROP", "END", "EXEC",
+        "EXECUTE", "EXPLAIN", "FETCH", "FLUSH", "GRANT", "HANDLER", "IMPORT", "INSERT",
+        "KILL", "LISTEN", "LOAD", "LOCK", "MERGE", "MOVE", "NOTIFY", "OPTIMIZE", "PRAGMA",
+        "PREPARE", "REFRESH", "REINDEX", "RELEASE", "RENAME", "REPAIR", "REPLACE", "RESET",
+        "REVOKE", "ROLLBACK", "SAVEPOINT", "SECURITY", "SELECT", "SET", "SHOW", "START",
+        "TABLE", "TRUNCATE", "UNLISTEN", "UNLOCK", "UPDATE", "UPSERT", "USE", "VACUUM",
+        "VALUES", "WITH", "XA",
+    )
+)  # fmt: skip
 
 
 def with_detail(call: str, detail: str) -> str:
@@ -35,19 +54,24 @@ def with_detail(call: str, detail: str) -> str:
 
 
 def sql_words(query: Any) -> str:
-    """The first words of an SQL statement given as text, bytes or a psycopg ``sql`` object."""
+    """An SQL statement's first keyword (``SELECT ...``), from text, bytes or a psycopg ``sql``
+    object; ``...`` when it starts with no known keyword, "" when there is no statement."""
     text = _sql_text(query)
     if text is None:
         return ""
     position = 0
-    while match := _COMMENTS.match(text, position):  # leading comments say nothing useful
-        position = match.end()
-    words = text[position:].split(None, STATEMENT_WORDS)  # the first words, then the rest
-    shown = " ".join(words[:STATEMENT_WORDS])
-    cut = len(words) > STATEMENT_WORDS
-    if len(shown) > STATEMENT_CHARS:
-        shown, cut = shown[:STATEMENT_CHARS].rstrip(), True
-    return f"{shown} ..." if cut else shown
+    while True:  # leading comments, blanks and parentheses say nothing useful
+        position = _LEADING.match(text, position).end()  # type: ignore[union-attr]
+        comment = _COMMENTS.match(text, position)
+        if comment is None or comment.end() == position:
+            break
+        position = comment.end()
+    word = _WORD.match(text, position)
+    keyword = word.group().upper() if word is not None else ""
+    if keyword not in SQL_KEYWORDS:
+        return "..." if text[position:].strip() else ""
+    rest = text[word.end() :].strip() if word is not None else ""
+    return f"{keyword} ..." if rest else keyword
 
 
 def _sql_text(query: Any) -> str | None:
@@ -75,34 +99,62 @@ def _sql_part(part: Any) -> str:
     return "?"
 
 
+_REDIS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.|-]{0,31}")
+#: Commands whose second word names the operation (``CLIENT LIST``, ``CONFIG GET``).
+REDIS_CONTAINERS = frozenset(
+    (
+        "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY",
+        "MEMORY", "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+    )
+)  # fmt: skip
+
+
 def redis_command(args: tuple[Any, ...]) -> str:
-    """A Redis command's name (``GET``, ``CLIENT LIST``), never its keys or values."""
+    """A Redis command's name (``GET``, ``CLIENT LIST``), never its keys or values.
+
+    redis-py sends a first argument with spaces as several words (``"SET key value"``): only the
+    first word is kept, and the second only after a container command (``CONFIG GET``).
+    """
     if not args:
         return ""
     name = args[0]
-    if isinstance(name, (bytes, bytearray)):
-        name = bytes(name).decode("ascii", "replace")
+    if isinstance(name, (bytes, bytearray, memoryview)):
+        name = bytes(name[:64]).decode("ascii", "replace")
     if not isinstance(name, str):
         return ""
-    return name.upper()[:STATEMENT_CHARS]
+    words = name.split(None, 2)
+    if not words or not _REDIS_NAME.fullmatch(words[0]):
+        return "?"
+    command = words[0].upper()
+    if command in REDIS_CONTAINERS and len(words) > 1 and _REDIS_NAME.fullmatch(words[1]):
+        command += " " + words[1].upper()
+    return command
 
 
 def http_origin(method: Any, url: Any) -> str:
     """``GET http://host:port`` from a method and an absolute URL: no credentials, path or query."""
-    if isinstance(method, bytes):
-        method = method.decode("ascii", "replace")
+    if isinstance(method, (bytes, bytearray)):
+        method = bytes(method).decode("ascii", "replace")
+    verb = str(method).upper() if _HTTP_METHOD.fullmatch(str(method)) else "?"
     try:
         parts = urlsplit(str(url))
         host = parts.hostname or ""
         port = parts.port
     except ValueError:
-        return str(method).upper()
+        return verb
+    if not _HOST.fullmatch(host) or not _SCHEME.fullmatch(parts.scheme):
+        return verb  # nothing we can show safely
     if ":" in host:
         host = f"[{host}]"
     origin = f"{parts.scheme}://{host}" if parts.scheme else host
     if port is not None:
         origin += f":{port}"
-    return f"{str(method).upper()} {origin}".strip()
+    return f"{verb} {origin}".strip()
+
+
+_HTTP_METHOD = re.compile(r"[A-Za-z]{1,16}")
+_HOST = re.compile(r"[A-Za-z0-9._~:%-]{0,255}")  # a name, IPv4 or IPv6 (hostname drops [ ])
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,15})?")
 
 
 def described_by(
@@ -117,7 +169,7 @@ def described_by(
 
 
 def first_statement(name: str = "query") -> Callable[[Any, tuple[Any, ...], dict[str, Any]], str]:
-    """A detail function: the first words of the statement passed first or as ``name``."""
+    """A detail function: the first keyword of the statement passed first or as ``name``."""
 
     def detail(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return sql_words(args[0] if args else kwargs.get(name))

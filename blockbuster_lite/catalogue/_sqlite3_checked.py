@@ -7,10 +7,14 @@ from typing import Any
 
 from ..core.hotpath import make_method
 from ..core.targets import Target
+from ._describe import described_by, first_statement
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
 
+
+#: Methods named with their statement's first keyword: ``sqlite3.Cursor.execute(SELECT ...)``.
+_STATEMENTS = {"execute": "sql", "executemany": "sql", "executescript": "sql_script"}
 
 #: Connection shortcuts that CPython runs on a plain C cursor; ours use ``self.cursor()`` so the
 #: cursor they return is a checked one too.
@@ -35,7 +39,10 @@ def _checked(cls: type, kind: str, name: str, target: Target) -> Any:
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
     cls = type(base.__name__, (base,), {"__module__": base.__module__})
     for name in names:
-        target = Target("sqlite3", f"{kind}.{name}", f"sqlite3.{kind}.{name}", None, advice)
+        call = f"sqlite3.{kind}.{name}"
+        statement = _STATEMENTS.get(name)
+        describe = described_by(call, first_statement(statement)) if statement else None
+        target = Target("sqlite3", f"{kind}.{name}", call, None, advice, describe=describe)
         setattr(cls, name, _checked(cls, kind, name, target))
     return cls
 

@@ -6,7 +6,7 @@ made of separate classes and is never touched.
 
 The calls users write are reported by name, before anything is sent: ``psycopg.connect``,
 ``Connection.execute / commit / rollback``, ``Cursor.execute / executemany`` (with the statement's
-first words), ``ServerCursor.execute / fetch* / scroll``, ``Copy.read / read_row / write /
+first keyword), ``ServerCursor.execute / fetch* / scroll``, ``Copy.read / read_row / write /
 write_row`` and ``Pipeline.sync``. Every other wait goes through ``Connection.wait`` (libpq does
 the I/O in C, out of the socket layer's sight): that method is the catch-all and names the
 operation from the generator it is given (``Cursor.stream``, ``Cursor.copy``,

@@ -15,7 +15,7 @@ Checked, on connections made while a guard is active:
 
 * ``psycopg2.connect`` itself (it opens a network connection);
 * ``cursor.execute / executemany / callproc / copy_from / copy_to / copy_expert`` (named with the
-  statement's first words), and so ``psycopg2.extras.execute_values / execute_batch``;
+  statement's first keyword), and so ``psycopg2.extras.execute_values / execute_batch``;
 * ``cursor.fetchone / fetchmany / fetchall / scroll`` and iteration on *named* (server-side)
   cursors only: a client-side cursor holds its whole result in memory, its fetches never wait;
 * ``connection.commit / rollback`` and ``with conn:`` only inside a transaction (otherwise psycopg2

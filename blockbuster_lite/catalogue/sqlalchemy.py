@@ -1,7 +1,7 @@
 """SQLAlchemy's sync Engine, Connection and Session.
 
-Reported at the user's level, with the statement's first words and the driver underneath:
-``sqlalchemy.orm.Session.execute(SELECT users.id, users.name ...) via psycopg2``. ORM queries,
+Reported at the user's level, with the statement's first keyword and the driver underneath:
+``sqlalchemy.orm.Session.execute(SELECT ...) via psycopg2``. ORM queries,
 ``Session.get()``, ``refresh()`` and lazy loads all run through ``Session.execute``; the driver's
 own calls made inside are not reported again.
 

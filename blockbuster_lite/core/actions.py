@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import Mode
 from .extensions import extensions
@@ -23,10 +23,12 @@ from .report import (
     BlockingCallError,
     BlockingCallWarning,
     Violation,
+    capture_frames,
     current_thread_name,
+    escape_control,
+    evolve,
     format_message,
     logger,
-    render_stack,
     warn_violation,
 )
 from .state import ActiveGuard, reentrant, request_context, state
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["act", "build_violation", "log_failure", "record", "warn"]
 
 NO_OFFLOAD = "offload support is not loaded (import blockbuster_lite.offload)"
+
+#: A described call longer than this is cut (the description is a sample's detail).
+MAX_DESCRIBED_CALL = 200
 
 _failures_logged: set[tuple[str, type[BaseException]]] = set()
 
@@ -72,7 +77,9 @@ def act(
         return wrapped(*args, **kwargs)
     if mode is Mode.RAISE:
         record(violation)
-        if guard.first_report(violation):
+        # once: a request served by the ASGI middleware logs its refusals itself (at ERROR, with
+        # the response status); anything else is logged here, once per call family and site
+        if not _request_logs_refusals() and guard.first_report(violation):
             logger.warning("%s", format_message(violation))
         raise BlockingCallError(violation)
     if mode is Mode.WARN and guard.first_report(violation):
@@ -89,12 +96,12 @@ def act(
 
 def after_call(violation: Violation, mode: Mode, duration: float) -> None:
     try:
-        violation = replace(violation, duration_s=duration)
+        violation = evolve(violation, duration_s=duration)
         record(violation)
         if mode is Mode.LOG:
             logger.warning("%s (blocked %.1f ms)", format_message(violation), duration * 1000)
     except Exception as exc:
-        log_failure(violation.call, exc)
+        log_failure(violation.family or violation.call, exc)
 
 
 def call_name(
@@ -104,27 +111,59 @@ def call_name(
     if describe is None:
         return target.call
     try:
-        return describe(instance, args, kwargs)
+        described = describe(instance, args, kwargs)
     except Exception as exc:
         log_failure(f"describe {target.call}", exc)
         return target.call
+    if not isinstance(described, str) or not described:
+        return target.call
+    return escape_control(described[:MAX_DESCRIBED_CALL])
+
+
+def _request_logs_refusals() -> bool:
+    return bool(getattr(request_context.get(), "logs_refusals", False))
+
+
+class _NoContext(dict[str, Any]):
+    """The context of every violation made outside a request: one shared, empty, read-only dict
+    (a fresh ``{}`` per violation would be a quarter of what a kept violation costs)."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("Violation.context is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = setdefault = pop = popitem = clear = _read_only
+
+    def __reduce__(self) -> Any:
+        return (dict, ())  # a copy elsewhere is a plain empty dict
+
+
+NO_CONTEXT: Mapping[str, Any] = _NoContext()
+
+
+def _context_copy(context: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not context:
+        return NO_CONTEXT
+    snapshot = getattr(context, "snapshot", None)  # a request context shares one copy per state
+    return snapshot() if snapshot is not None else dict(context)
 
 
 def build_violation(
     target: Target, site: Site, mode: Mode, advice: str, call: str | None = None
 ) -> Violation:
-    context = request_context.get()
+    frames = capture_frames(site.frame)
     return Violation(
         call=call or target.call,
         filename=site.info.filename,
-        lineno=site.frame.f_lineno,
+        lineno=frames[-1][1],  # the shared frame's int: no new object per violation
         function=site.info.qualname,
-        stack=render_stack(site.frame),
+        stack=cast("tuple[str, ...]", frames),  # compact; read back as rendered lines
         action=mode,
         thread_name=current_thread_name(),
         task_name=current_task_name(),
-        context=dict(context) if context else {},
+        context=_context_copy(request_context.get()),
         advice=advice,
+        family=target.call,
     )
 
 

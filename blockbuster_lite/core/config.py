@@ -2,13 +2,25 @@
 
 Each parser takes the raw value and a ``source`` naming where it came from (``argument 'mode'``,
 ``BLOCKBUSTER_LITE_MODE``, ``--blockbuster-mode``); a bad value raises ``ConfigError`` naming the
-value, the source and what is allowed.
+value, the source and what is allowed: ``invalid watchdog threshold 'inf' from
+BLOCKBUSTER_LITE_WATCHDOG_MS: expected a finite number of milliseconds from 1 to 3600000``.
+
+Every setting of every source goes through these parsers: function arguments (``intercept``,
+``activate``, the middleware, the offload setters), environment variables, the runner's options
+and pytest's option, ini keys and marker. What each accepts:
+
+* text (environment, options, ini): stripped; an empty environment variable means "not set", but
+  a value given explicitly (an option, an ini key present) must not be blank;
+* numbers: finite (no ``inf``, ``nan``, ``1e400``), in range, and of the right kind: arguments
+  take ``int``/``float`` only (not ``bool``, not a string), counts take whole numbers only;
+* modes, flags, allow rules, scope entries: non-empty strings of the documented shapes.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,15 +35,29 @@ __all__ = [
     "ConfigError",
     "Mode",
     "parse_allow",
+    "parse_count",
+    "parse_flag",
     "parse_mode",
     "parse_scope",
+    "parse_seconds",
     "parse_watchdog_ms",
+    "parse_watchdog_seconds",
     "settings_from_env",
 ]
 
 
 class ConfigError(ValueError):
     """A setting was invalid; the message names the value and where it came from."""
+
+
+def invalid(what: str, value: object, source: str, expected: str) -> ConfigError:
+    """The error for a bad setting: names the value, where it came from and what is allowed."""
+    return ConfigError(f"invalid {what} {_shown(value)} from {source}: expected {expected}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Mode(str, enum.Enum):
@@ -57,7 +83,101 @@ def parse_mode(value: Mode | str, source: str = "argument 'mode'") -> Mode:
         except ValueError:
             pass
     choices = ", ".join(mode.value for mode in Mode)
-    raise ConfigError(f"invalid mode {value!r} from {source} (expected one of: {choices})")
+    raise ConfigError(f"invalid mode {_shown(value)} from {source} (expected one of: {choices})")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def parse_flag(value: object, source: str) -> bool:
+    """A yes/no setting: 1/0, true/false, yes/no, on/off (any case); "" (unset) is no."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE and (text or not value):  # blank but not empty: a typo, not "unset"
+            return False
+    raise ConfigError(
+        f"invalid value {_shown(value)} from {source} (expected 1/0, true/false, yes/no, on/off)"
+    )
+
+
+def _number(value: object, source: str, what: str, expected: str, text_scale: float | None) -> float:
+    """A finite float from a number, or from text (scaled: ms -> s) when ``text_scale`` is set."""
+    if isinstance(value, str) and text_scale is not None:
+        try:
+            number = float(value.strip()) * text_scale
+        except ValueError:
+            raise invalid(what, value, source, expected) from None
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise invalid(what, value, source, expected) from None
+    else:
+        raise invalid(what, value, source, expected)
+    if not math.isfinite(number):
+        raise invalid(what, value, source, expected)
+    return number
+
+
+#: Thresholds (watchdog stalls, pool saturation), in seconds: 1 ms to one hour.
+MIN_THRESHOLD_S = 0.001
+MAX_THRESHOLD_S = 3600.0
+
+
+def parse_seconds(
+    value: object,
+    source: str,
+    what: str = "watchdog threshold",
+    *,
+    text_in_ms: bool = False,
+    minimum: float = MIN_THRESHOLD_S,
+    maximum: float = MAX_THRESHOLD_S,
+) -> float:
+    """A duration in seconds, finite and within ``minimum``..``maximum``.
+
+    Arguments are numbers of seconds (any real number: ``int``, ``float``, ``Fraction``...; not
+    ``bool``, not a string). With
+    ``text_in_ms`` (environment, options, ini) the value is text in milliseconds.
+    """
+    if text_in_ms:
+        expected = f"a finite number of milliseconds from {minimum * 1000:.10g} to {maximum * 1000:.10g}"
+    else:
+        expected = f"a finite number of seconds from {minimum:.10g} to {maximum:.10g}"
+    seconds = _number(value, source, what, expected, 0.001 if text_in_ms else None)
+    # a little slack: "1" ms is 0.001 s only after a division
+    if not minimum * (1 - 1e-9) <= seconds <= maximum * (1 + 1e-9):
+        raise invalid(what, value, source, expected)
+    return seconds
+
+
+def parse_count(
+    value: object,
+    source: str,
+    what: str,
+    *,
+    minimum: int = 1,
+    maximum: int = 10_000,
+    text: bool = True,
+) -> int:
+    """A whole number within ``minimum``..``maximum``, from an ``int`` or (``text``) from text."""
+    expected = f"a whole number from {minimum} to {maximum}"
+    number: object = value
+    if isinstance(value, str) and text:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise invalid(what, value, source, expected) from None
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral):
+        raise invalid(what, value, source, expected)
+    whole = int(number)
+    if not minimum <= whole <= maximum:
+        raise invalid(what, value, source, expected)
+    return whole
 
 
 @dataclass(frozen=True)
@@ -81,8 +201,11 @@ class AllowRule:
 
 
 def _parse_rule(text: object, source: str) -> AllowRule:
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"invalid allow rule {text!r} from {source}: expected a non-empty string")
+    if not isinstance(text, str) or not text.strip() or not text.isprintable():
+        raise ConfigError(
+            f"invalid allow rule {_shown(text)} from {source}: expected a non-empty string "
+            "without control characters"
+        )
     rule = text.strip()
     path, sep, function = rule.partition(":")
     if sep and (not function.replace(".", "").replace("_", "a").isalnum() or not path):
@@ -111,12 +234,16 @@ def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") ->
     """Parse allow rules given as an iterable or a comma-separated string."""
     if isinstance(rules, str):
         items: list[object] = [part for part in rules.split(",") if part.strip()]
+    elif isinstance(rules, (bytes, bytearray, Mapping)):
+        raise ConfigError(
+            f"invalid allow rules {_shown(rules)} from {source}: expected a list of strings"
+        )
     else:
         try:
             items = list(rules)
         except TypeError:
             raise ConfigError(
-                f"invalid allow rules {rules!r} from {source}: expected a list of strings"
+                f"invalid allow rules {_shown(rules)} from {source}: expected a list of strings"
             ) from None
     return tuple(_parse_rule(item, source) for item in items)
 
@@ -127,13 +254,28 @@ def parse_scope(
     """Parse a scope (packages whose calls are checked); None means everything."""
     if scope is None:
         return None
-    items = scope.split(",") if isinstance(scope, str) else list(scope)
+    expected = "package names, as a list of strings or a comma-separated string"
+    if isinstance(scope, str):
+        items: list[object] = [part for part in scope.split(",") if part.strip()]
+    elif isinstance(scope, (bytes, bytearray, Mapping)):
+        raise invalid("scope", scope, source, expected)
+    else:
+        try:
+            items = list(scope)
+        except TypeError:
+            raise invalid("scope", scope, source, expected) from None
+    if not items:
+        if isinstance(scope, str) and scope:  # blank: a mistake, not "everything"
+            raise invalid("scope", scope, source, expected)
+        return None  # [] or "": no scope, everything is checked
     result = []
     for item in items:
         if not isinstance(item, str) or not all(p.isidentifier() for p in item.strip().split(".")):
-            raise ConfigError(f"invalid scope entry {item!r} from {source}: expected a package name")
+            raise ConfigError(
+                f"invalid scope entry {_shown(item)} from {source}: expected a package name"
+            )
         result.append(item.strip())
-    return tuple(result) or None
+    return tuple(result)
 
 
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
@@ -143,22 +285,17 @@ ENV_WATCHDOG_MS = "BLOCKBUSTER_LITE_WATCHDOG_MS"
 
 
 def parse_watchdog_ms(value: str, source: str) -> float | None:
-    text = value.strip()
-    if not text:
+    """The watchdog threshold in seconds from text in milliseconds; None for "" (not set)."""
+    if value == "":
         return None
-    try:
-        milliseconds = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"invalid watchdog threshold {value!r} from {source}: expected milliseconds"
-        ) from None
-    if not math.isfinite(milliseconds):
-        raise ConfigError(
-            f"invalid watchdog threshold {value!r} from {source}: must be a finite number"
-        )
-    if not milliseconds > 0:
-        raise ConfigError(f"invalid watchdog threshold {value!r} from {source}: must be > 0")
-    return milliseconds / 1000
+    return parse_seconds(value, source, "watchdog threshold", text_in_ms=True)
+
+
+def parse_watchdog_seconds(value: object, source: str) -> float | None:
+    """The ``watchdog=`` argument: None (off) or a number of seconds."""
+    if value is None:
+        return None
+    return parse_seconds(value, source, "watchdog threshold")
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:

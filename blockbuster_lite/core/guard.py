@@ -17,8 +17,10 @@ from .config import (
     ConfigError,
     Mode,
     parse_allow,
+    parse_count,
     parse_mode,
     parse_scope,
+    parse_watchdog_seconds,
     settings_from_env,
 )
 from .extensions import extensions
@@ -64,22 +66,17 @@ class Guard:
         self.mode = parse_mode(mode, f"{source} argument 'mode'")
         self.allow: tuple[AllowRule, ...] = parse_allow(allow, f"{source} argument 'allow'")
         self.scope = parse_scope(scope, f"{source} argument 'scope'")
-        if watchdog is not None:
-            if isinstance(watchdog, bool) or not isinstance(watchdog, (int, float)):
-                raise ConfigError(
-                    f"invalid watchdog {watchdog!r} from {source}: expected seconds (a number > 0)"
-                )
-            if not watchdog > 0 or watchdog == float("inf"):
-                raise ConfigError(
-                    f"invalid watchdog {watchdog!r} from {source}: must be a finite number > 0"
-                )
-        self.watchdog = float(watchdog) if watchdog is not None else None
+        self.watchdog = parse_watchdog_seconds(watchdog, f"{source} argument 'watchdog'")
+        if max_violations is not None:
+            max_violations = parse_count(
+                max_violations, f"{source} argument 'max_violations'", "maximum", maximum=10**9
+            )
         if self.mode is Mode.OFFLOAD:
             require_offload(source)
         self._source = source
         self._max = max_violations
         self._violations: deque[Violation] = deque(maxlen=max_violations)
-        self._reported: set[tuple[str, str, int]] = set()
+        self._reported: set[tuple[str, str, str, int, str]] = set()
         self._stats = StatsCollector()
         self._lock = threading.Lock()
         self._active = False
@@ -135,8 +132,9 @@ class Guard:
             self._stats.add(violation)
 
     def first_report(self, violation: Violation) -> bool:
-        """True the first time this guard sees this call at this site (deduplicates reports)."""
-        key = (violation.call, violation.filename, violation.lineno)
+        """True the first time this guard sees this call family at this site (deduplicates
+        reports): ``socket.connect`` to 2,000 ports from one line is one report, not 2,000."""
+        key = violation.report_key
         with self._lock:
             if key in self._reported:
                 return False

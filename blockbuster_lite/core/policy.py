@@ -3,6 +3,13 @@
 The decision walks the caller's frames, but every frame is classified once per code object and
 cached, so a call site seen before costs one dictionary lookup per frame and never re-reads
 filenames or module names.
+
+The cache is keyed by the code object's identity, not its value: code objects compare equal
+across files when their name, bytecode and constants match, and each file must keep its own
+verdict (its filename, its module's allow rules and scope). Each entry holds the code object
+itself, so its id cannot be reused by another object while the entry lives. The cache is bounded
+(``CODE_CACHE_SIZE`` entries; when full the older half is dropped), so a program that keeps
+creating code (``exec``, templates compiled per request) cannot grow it without end.
 """
 
 from __future__ import annotations
@@ -119,7 +126,11 @@ class CodeInfo:
     loop_driver: bool = False
 
 
-_code_cache: dict[CodeType, CodeInfo] = {}
+#: Most code objects the decision cache keeps; the older half goes when it is full.
+CODE_CACHE_SIZE = 4096
+
+#: ``id(code) -> (code, info)``: the strong reference keeps the id from being reused.
+_code_cache: dict[int, tuple[CodeType, CodeInfo]] = {}
 
 
 def _is_machinery(module: str, qualname: str) -> bool:
@@ -151,16 +162,21 @@ def _classify(code: CodeType, module: str) -> CodeInfo:
         _is_machinery(module, qualname),
         (module, qualname) in LOOP_DRIVERS,
     )
-    _code_cache[code] = info
+    cache = _code_cache
+    if len(cache) >= CODE_CACHE_SIZE:
+        newer = list(cache.items())[len(cache) // 2 :]
+        cache.clear()
+        cache.update(newer)
+    cache[id(code)] = (code, info)
     return info
 
 
 def code_info(frame: FrameType) -> CodeInfo:
     code = frame.f_code
-    info = _code_cache.get(code)
-    if info is None:
-        info = _classify(code, frame.f_globals.get("__name__") or "")
-    return info
+    entry = _code_cache.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    return _classify(code, frame.f_globals.get("__name__") or "")
 
 
 @dataclass(frozen=True)

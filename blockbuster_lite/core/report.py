@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import FrameType
 from typing import Any
 
@@ -15,7 +15,11 @@ from .config import Mode
 __all__ = [
     "BlockingCallError",
     "BlockingCallWarning",
+    "Frames",
     "Violation",
+    "capture_frames",
+    "escape_control",
+    "evolve",
     "format_message",
     "logger",
 ]
@@ -24,6 +28,122 @@ logger = logging.getLogger("blockbuster_lite")
 
 DEFAULT_ADVICE = "offload with await anyio.to_thread.run_sync(...)"
 _MAX_STACK = 40
+
+#: One frame of a kept stack: (filename, lineno, function).
+Frame = tuple[str, int, str]
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every non-printable character escaped: ``\\r``, ``\\n``, ``\\t``, ``\\x1b``...
+
+    Applied to every user-controlled string a report prints, logs, returns or exports (request
+    method, path and route, described calls, file and function names), so a request path cannot
+    forge a log line or send terminal escape codes. C0 and C1 controls, DEL, line and paragraph
+    separators, bidirectional overrides and other format characters are escaped; printable text
+    (any script) is kept. Idempotent: an escaped string is printable.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+_SHORT_ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+class Frames(tuple[Frame, ...]):
+    """A stack kept compactly: ``(filename, lineno, function)`` per frame, outermost first.
+
+    The strings are the code objects' own and the tuples are shared between violations made
+    from the same place (``capture_frames``), so a kept violation costs a few pointers, not a
+    rendered string per frame. ``render()`` gives the ``file:line in function`` lines.
+    """
+
+    __slots__ = ()
+
+    def render(self) -> tuple[str, ...]:
+        rendered = _Rendered(
+            escape_control(f"{filename}:{lineno} in {function}") for filename, lineno, function in self
+        )
+        rendered.frames = self
+        return rendered
+
+
+class _Rendered(tuple[str, ...]):
+    """Rendered lines that remember their frames: ``dataclasses.replace`` keeps them compact."""
+
+    frames: Frames
+
+
+class _StackField:
+    """``Violation.stack``: stored as ``Frames``, read as a tuple of ``file:line in function``."""
+
+    # Stored under STACK_SLOT with object.__setattr__, not through ``__dict__``: reading an
+    # instance's ``__dict__`` would give it a real dict (64 bytes) instead of its inline values.
+
+    def __get__(self, instance: object, owner: type | None = None) -> tuple[str, ...]:
+        if instance is None:
+            return ()
+        stack = getattr(instance, STACK_SLOT, ())
+        return stack.render() if isinstance(stack, Frames) else stack
+
+    def __repr__(self) -> str:  # how the default shows in signatures
+        return "()"
+
+    def __set__(self, instance: object, value: object) -> None:
+        if value is self:  # the dataclass default
+            value = ()
+        elif isinstance(value, _Rendered):
+            value = value.frames
+        object.__setattr__(instance, STACK_SLOT, value)
+
+
+#: Where a Violation keeps its stack (``Frames``, or the lines it was given).
+STACK_SLOT = "_stack"
+
+
+# Frames and stacks seen recently, shared by the violations that repeat them; cleared when full
+# (violations keep theirs), so this costs at most a few MiB whatever the load (1,024 stacks of
+# at most 40 frames, 4,096 frames), and usually a few KiB.
+_INTERN_LIMIT = 4096
+_STACK_INTERN_LIMIT = 1024
+_interned_frames: dict[Frame, Frame] = {}
+_interned_stacks: dict[Frames, Frames] = {}
+
+
+def capture_frames(frame: FrameType | None) -> Frames:
+    """The compact stack from ``frame`` outward (innermost 40 frames), without reading files."""
+    frames: list[Frame] = []
+    interned = _interned_frames
+    while frame is not None and len(frames) < _MAX_STACK:
+        code = frame.f_code
+        item = (code.co_filename, frame.f_lineno, code.co_name)
+        shared = interned.get(item)
+        if shared is None:
+            if len(interned) >= _INTERN_LIMIT:
+                interned.clear()
+            shared = interned[item] = item
+        frames.append(shared)
+        frame = frame.f_back
+    frames.reverse()
+    stack = Frames(frames)
+    shared_stack = _interned_stacks.get(stack)
+    if shared_stack is None:
+        if len(_interned_stacks) >= _STACK_INTERN_LIMIT:
+            _interned_stacks.clear()
+        shared_stack = _interned_stacks[stack] = stack
+    return shared_stack
 
 
 @dataclass(frozen=True)
@@ -41,7 +161,9 @@ class Violation:
     filename: str
     lineno: int
     function: str
-    stack: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    stack: tuple[str, ...] = field(  # kept as Frames, rendered when read (see _StackField)
+        default=_StackField(), compare=False, repr=False  # type: ignore[arg-type]
+    )
     action: Mode = Mode.WARN
     thread_name: str = ""
     task_name: str | None = None
@@ -49,6 +171,10 @@ class Violation:
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     advice: str = field(default=DEFAULT_ADVICE, compare=False, repr=False)
     kind: str = "call"  # "call" for a patched call, "stall" for a watchdog report
+    #: The call's family when ``call`` is described with its arguments: ``Target.call``
+    #: (``sqlite3.Cursor.execute`` for ``sqlite3.Cursor.execute(SELECT ...)``); "" when
+    #: ``call`` is the family itself. Reports are deduplicated and counted per family and site.
+    family: str = field(default="", compare=False, repr=False)
 
     @property
     def thread(self) -> str:
@@ -61,7 +187,16 @@ class Violation:
     @property
     def site(self) -> str:
         """``file:line`` of the attributed frame, the file relative to the working directory."""
-        return f"{display_path(self.filename)}:{self.lineno}"
+        return f"{escape_control(display_path(self.filename))}:{self.lineno}"
+
+    @property
+    def report_key(self) -> tuple[str, str, str, int, str]:
+        """What repeats of one detection share: kind, call family, file, line, function.
+
+        The described call (``socket.connect`` to one port, one SQL statement) is the detail of
+        one sample, not an identity, so the number of keys is bounded by the program's code.
+        """
+        return (self.kind, self.family or self.call, self.filename, self.lineno, self.function)
 
     @property
     def message(self) -> str:
@@ -69,6 +204,27 @@ class Violation:
 
     def __str__(self) -> str:
         return format_message(self)
+
+
+def evolve(violation: Violation, **changes: Any) -> Violation:
+    """``dataclasses.replace`` without rendering the stack (which ``replace`` would read) and
+    without giving either object a ``__dict__`` (attributes set in ``__init__``'s order)."""
+    copy = object.__new__(type(violation))
+    setattr_ = object.__setattr__
+    for name in _stored_names(type(violation)):
+        value = changes[name] if name in changes else getattr(violation, name)
+        setattr_(copy, name, value)
+    return copy
+
+
+def _stored_names(cls: type) -> tuple[str, ...]:
+    names: tuple[str, ...] | None = cls.__dict__.get("_stored_names_cache")
+    if names is None:
+        names = tuple(
+            STACK_SLOT if f.name == "stack" else f.name for f in fields(cls)
+        )
+        type.__setattr__(cls, "_stored_names_cache", names)
+    return names
 
 
 def display_path(filename: str) -> str:
@@ -81,17 +237,18 @@ def display_path(filename: str) -> str:
 
 def format_message(violation: Violation) -> str:
     where = f"{violation.site} in {violation.function}"
+    call = violation.call
     if violation.kind == "stall":
         duration = violation.duration_s or 0.0
-        head = f"Event loop blocked for {duration * 1000:.0f} ms in {violation.call} from {where}"
+        head = f"Event loop blocked for {duration * 1000:.0f} ms in {call} from {where}"
     else:
-        # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT 1)"
-        call = violation.call if "(" in violation.call else f"{violation.call}()"
-        head = f"Blocking call to {call} in async context at {where}"
+        # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT ...)"
+        head = f"Blocking call to {call if '(' in call else call + '()'} in async context at {where}"
     route = violation.context.get("route") or violation.context.get("path")
     if route:
-        head += f" (request {violation.context.get('method', '')} {route})".replace("( ", "(")
-    return f"{head}; {violation.advice}"
+        method = violation.context.get("method") or ""
+        head += f" (request {method} {route})".replace("( ", "(")
+    return escape_control(f"{head}; {violation.advice}")
 
 
 class BlockingCallError(RuntimeError):
@@ -155,13 +312,7 @@ def warn_violation(violation: Violation, module: str | None) -> None:
 
 def render_stack(frame: FrameType | None) -> tuple[str, ...]:
     """``file:line in function`` lines, outermost first, without reading any source file."""
-    lines: list[str] = []
-    while frame is not None and len(lines) < _MAX_STACK:
-        code = frame.f_code
-        lines.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
-        frame = frame.f_back
-    lines.reverse()
-    return tuple(lines)
+    return capture_frames(frame).render()
 
 
 def current_thread_name() -> str:

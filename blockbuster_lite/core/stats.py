@@ -1,7 +1,8 @@
 """Per-call-site statistics: how often each site blocked the loop, and for how long.
 
 A ``StatsCollector`` takes violations (patched calls and watchdog stalls alike) and keeps, per
-``(kind, call, file, line, function)``: the count, how many of them were timed (raise mode stops
+``Violation.report_key`` (kind, call family, file, line, function: bounded by the program's code,
+whatever the arguments) the first sample's described call, the count, how many of them were timed (raise mode stops
 the call before it runs, so it has a count but no duration), the total, and the maximum. The
 median and the 99th percentile come from a bounded reservoir per site (Vitter's algorithm R,
 1000 durations), so memory stays flat in a long-running server and a snapshot sorts at most
@@ -20,7 +21,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .report import Violation, display_path
+from .report import Violation, display_path, escape_control
 
 __all__ = ["RESERVOIR_SIZE", "SiteStats", "StatsCollector", "format_stats", "percentile"]
 
@@ -53,7 +54,7 @@ class SiteStats:
     @property
     def site(self) -> str:
         """``file:line`` of the site, the file relative to the working directory."""
-        return f"{display_path(self.filename)}:{self.lineno}"
+        return f"{escape_control(display_path(self.filename))}:{self.lineno}"
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -63,9 +64,10 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 class _Site:
-    __slots__ = ("count", "maximum", "reservoir", "timed", "total")
+    __slots__ = ("call", "count", "maximum", "reservoir", "timed", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, call: str) -> None:
+        self.call = call  # the first sample's (described) call
         self.count = 0
         self.timed = 0
         self.total = 0.0
@@ -99,12 +101,11 @@ class StatsCollector:
         self._sites: dict[_Key, _Site] = {}
 
     def add(self, violation: Violation) -> None:
-        key = (violation.kind, violation.call, violation.filename, violation.lineno,
-               violation.function)  # fmt: skip
+        key = violation.report_key
         with self._lock:
             site = self._sites.get(key)
             if site is None:
-                site = self._sites[key] = _Site()
+                site = self._sites[key] = _Site(violation.call)
             site.add(violation.duration_s, self._size)
 
     __call__ = add
@@ -116,10 +117,10 @@ class StatsCollector:
     def snapshot(self) -> list[SiteStats]:
         """Every site, worst first: total blocked time, then maximum, then count."""
         with self._lock:
-            items = [(key, site.count, site.timed, site.total, site.maximum, list(site.reservoir))
-                     for key, site in self._sites.items()]  # fmt: skip
+            items = [(key, site.call, site.count, site.timed, site.total, site.maximum,
+                      list(site.reservoir)) for key, site in self._sites.items()]  # fmt: skip
         rows = []
-        for (kind, call, filename, lineno, function), count, timed, total, maximum, kept in items:
+        for (kind, _, filename, lineno, function), call, count, timed, total, maximum, kept in items:
             kept.sort()
             rows.append(
                 SiteStats(
@@ -164,10 +165,10 @@ def format_stats(stats: Iterable[SiteStats], *, limit: int | None = None) -> str
     ]
     for row in shown:
         what = f"stall in {row.call}" if row.kind == "stall" else _call_text(row.call)
-        lines.append(
+        lines.append(escape_control(
             f"  {row.count:>6} {_ms(row.total_s if row.timed else None):>10} {_ms(row.p50_s):>8} "
             f"{_ms(row.p99_s):>8} {_ms(row.max_s):>8}  {what} at {row.site} in {row.function}"
-        )
+        ))  # fmt: skip
     if len(rows) > len(shown):
         lines.append(f"  ... and {len(rows) - len(shown)} more site(s)")
     return "\n".join(lines)

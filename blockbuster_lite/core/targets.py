@@ -27,7 +27,7 @@ class Target:
     #: Builds a replacement from the original instead of a FunctionWrapper (C types, factories).
     replace: Callable[[Any], Any] | None = None
     #: ``(instance, args, kwargs) -> str``: the call's name in a report, when it depends on the
-    #: arguments (``psycopg2.cursor.execute(SELECT id FROM ...)``); run only to build a violation.
+    #: arguments (``psycopg2.cursor.execute(SELECT ...)``); run only to build a violation.
     describe: Callable[[Any, tuple[Any, ...], dict[str, Any]], str] | None = None
     #: The method takes no keyword arguments (C methods whose signature Python cannot read).
     positional_only: bool = False

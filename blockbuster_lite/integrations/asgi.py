@@ -6,7 +6,17 @@ is already active (``BLOCKBUSTER_LITE_MODE``, the runner, ``activate()``, ``inte
 to every violation of a request its ``method``, ``path`` and matched ``route`` template
 (``/items/{item_id}``), counts violations per route, and, when the innermost guard raises, turns
 the ``BlockingCallError`` into a JSON 500 (if the response has not started) and logs every
-violation of the request at ERROR, with its call site, on logger ``blockbuster_lite.asgi``.
+violation of the request at ERROR, with its call site, on logger ``blockbuster_lite.asgi``. That
+ERROR line is the refusal's one log line: the raise action does not log it again.
+
+Memory is bounded by the app's code, not its traffic. Route counts are keyed by the route
+template; requests no route matched (404s, or an app without a router) count under
+``"<unrouted>"``, and past ``MAX_ROUTES`` distinct routes under ``"<other routes>"``. Each route
+counts per call family (``sqlite3.Cursor.execute``, not each statement). A request keeps at most
+``MAX_REQUEST_VIOLATIONS`` violations for its log lines (a long stream can make thousands) and
+counts the rest in ``RequestContext.dropped``. Method, path and route are stored with control
+characters escaped (``escape_control``): a path with CR/LF or ANSI codes cannot forge a log line;
+the path is cut to ``MAX_PATH_CHARS`` characters.
 
 With ``mode=...`` the middleware also turns the process-wide guard on (``activate()``): at lifespan
 start-up, with start-up grace (raise mode only warns until the app reports start-up complete), or
@@ -28,11 +38,18 @@ from ..core.config import ConfigError, Mode, parse_mode
 from ..core.extensions import extensions
 from ..core.guard import Guard, activate, deactivate, process_guard
 from ..core.patcher import patcher
-from ..core.report import BlockingCallError, Violation
+from ..core.report import BlockingCallError, Violation, escape_control
 from ..core.state import request_context, state
 from .startup import end_startup
 
-__all__ = ("BlockBusterMiddleware", "RequestContext", "route_stats")
+__all__ = (
+    "MAX_REQUEST_VIOLATIONS",
+    "MAX_ROUTES",
+    "UNROUTED",
+    "BlockBusterMiddleware",
+    "RequestContext",
+    "route_stats",
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +60,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("blockbuster_lite.asgi")
 
 _KEYS = ("method", "path", "route")
+
+#: The route-statistics key of requests no route matched (404s, apps without a router).
+UNROUTED = "<unrouted>"
+#: Distinct routes counted by name; any further ones count under ``OTHER_ROUTES``.
+MAX_ROUTES = 1000
+OTHER_ROUTES = "<other routes>"
+#: Violations one request keeps for its log lines; the rest are counted (``dropped``).
+MAX_REQUEST_VIOLATIONS = 100
+#: A request's path and method as reports keep them are cut to this length (a client sends up
+#: to uvicorn's 16 KiB line; a process guard keeps 10,000 violations, each with its request's).
+MAX_PATH_CHARS = 256
+MAX_METHOD_CHARS = 32
 _counts_lock = threading.Lock()
 _totals: dict[str, Counter[str]] = {}
 _in_flight = 0
@@ -71,21 +100,48 @@ class RequestContext(Mapping[str, Any]):
     """``method``, ``path`` and ``route`` of one request, as ``Violation.context`` copies them.
 
     Routing happens inside the app, after this middleware ran, so ``route`` is read from the
-    scope when a violation is built (by then the endpoint's route is known).
+    scope when a violation is built (by then the endpoint's route is known). Every value has its
+    control characters escaped. ``violations`` keeps the first ``MAX_REQUEST_VIOLATIONS`` of the
+    request, ``dropped`` counts the others.
     """
 
-    __slots__ = ("_scope", "method", "owner", "path", "violations")
+    __slots__ = (
+        "_scope", "_snapshot", "dropped", "dropped_refusals", "method", "owner", "path",
+        "violations",
+    )  # fmt: skip
+
+    #: Tells the raise action that this request logs its refusals (once, at ERROR).
+    logs_refusals = True
 
     def __init__(self, scope: Scope, owner: BlockBusterMiddleware) -> None:
         self._scope = scope
-        self.method: str | None = scope.get("method")
-        self.path: str | None = scope.get("path")
+        self.method: str | None = _escaped(scope.get("method"), MAX_METHOD_CHARS)
+        self.path: str | None = _escaped(scope.get("path"), MAX_PATH_CHARS)
         self.owner = owner
         self.violations: list[Violation] = []
+        self.dropped = 0
+        self.dropped_refusals = 0  # dropped ones of raise mode: the log line counts them
+        self._snapshot: dict[str, Any] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The copy ``Violation.context`` holds: one dict shared while the route stays the same."""
+        snapshot = self._snapshot
+        route = self["route"]
+        if snapshot is None or snapshot["route"] != route:
+            snapshot = self._snapshot = {"method": self.method, "path": self.path, "route": route}
+        return snapshot
+
+    def keep(self, violation: Violation) -> None:
+        if len(self.violations) < MAX_REQUEST_VIOLATIONS:
+            self.violations.append(violation)
+        else:
+            self.dropped += 1
+            if violation.action is Mode.RAISE:
+                self.dropped_refusals += 1
 
     def __getitem__(self, key: str) -> Any:
         if key == "route":
-            return route_template(self._scope)
+            return _escaped(route_template(self._scope))
         if key == "method":
             return self.method
         if key == "path":
@@ -99,15 +155,34 @@ class RequestContext(Mapping[str, Any]):
         return len(_KEYS)
 
 
+def _escaped(value: Any, limit: int | None = None) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = escape_control(value)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def _observe(violation: Violation) -> None:
     context = request_context.get()
     if not isinstance(context, RequestContext):
         return
-    context.violations.append(violation)
-    route = violation.context.get("route") or violation.context.get("path") or "?"
+    context.keep(violation)
+    route = violation.context.get("route") or UNROUTED
+    family = violation.family or violation.call
     with _counts_lock:
-        _totals.setdefault(route, Counter())[violation.call] += 1
-        context.owner._counts.setdefault(route, Counter())[violation.call] += 1
+        _count(_totals, route, family)
+        _count(context.owner._counts, route, family)
+
+
+def _count(counts: dict[str, Counter[str]], route: str, family: str) -> None:
+    calls = counts.get(route)
+    if calls is None:
+        if len(counts) >= MAX_ROUTES:
+            route = OTHER_ROUTES
+        calls = counts.setdefault(route, Counter())
+    calls[family] += 1
 
 
 def _request_started() -> None:
@@ -136,7 +211,8 @@ def _snapshot(counts: dict[str, Counter[str]], reset: bool = False) -> dict[str,
 
 
 def route_stats(*, reset: bool = False) -> dict[str, dict[str, int]]:
-    """``{route: {call: count}}`` over every middleware of the process; ``reset`` clears it."""
+    """``{route: {call family: count}}`` over every middleware of the process (unmatched
+    requests under ``UNROUTED``); ``reset`` clears it."""
     return _snapshot(_totals, reset)
 
 
@@ -264,7 +340,7 @@ async def _send_error(send: Send, violation: Violation, context: RequestContext)
             "error": "blocking call",
             "call": violation.call,
             "site": violation.site,
-            "function": violation.function,
+            "function": escape_control(violation.function),
             "method": context.method,
             "path": context.path,
             "route": violation.context.get("route") or context["route"],
@@ -280,3 +356,11 @@ def _log_request(context: RequestContext, status: int | None) -> None:
     for violation in context.violations:
         if violation.action is Mode.RAISE:
             logger.error("%s [response %s]", violation.message, status or "none")
+    if context.dropped_refusals:
+        logger.error(
+            "blockbuster_lite: %d more blocking call(s) in request %s %s not listed [response %s]",
+            context.dropped_refusals,
+            context.method or "",
+            context.path or "",
+            status or "none",
+        )

@@ -16,8 +16,8 @@ For each violation:
   has ended by then (the request finished right after the stall), a short child span of it,
   named after the event and spanning the stall, carries the same attributes instead.
 * the histogram ``blockbuster_lite.blocked_time`` (unit ``s``) records the duration with the
-  attributes ``call`` (without the arguments some calls show, to keep cardinality low) and
-  ``kind``. Raise mode stops a call before it runs: an event, no duration.
+  attributes ``call`` (the call family, without the arguments some calls show, to keep
+  cardinality low) and ``kind``. String attributes have control characters escaped. Raise mode stops a call before it runs: an event, no duration.
 
 The global tracer and meter providers are used unless others are given.
 """
@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..core.config import ConfigError
+from ..core.config import parse_flag
 from ..core.extensions import extensions
-from ..core.report import Violation, logger
+from ..core.report import Violation, escape_control, logger
 from ..core.state import state
 
 __all__ = (
@@ -50,8 +50,6 @@ EVENT_CALL = "blockbuster_lite.blocking_call"
 EVENT_STALL = "blockbuster_lite.loop_stall"
 METRIC_BLOCKED_TIME = "blockbuster_lite.blocked_time"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 _INSTRUMENTATION = "blockbuster_lite"
 
 
@@ -89,16 +87,16 @@ class _Telemetry:
                 child = self._tracer.start_span(name, attributes=attributes, start_time=began)
                 child.end(end_time=began + int(duration * 1e9))
         if duration is not None:
-            call = violation.call.split("(", 1)[0]
-            self._histogram.record(duration, {"call": call, "kind": violation.kind})
+            family = violation.family or violation.call.split("(", 1)[0]
+            self._histogram.record(duration, {"call": family, "kind": violation.kind})
 
 
 def _attributes(violation: Violation) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        "code.function": violation.function,
-        "code.filepath": violation.filename,
+        "code.function": escape_control(violation.function),
+        "code.filepath": escape_control(violation.filename),
         "code.lineno": violation.lineno,
-        "blockbuster_lite.call": violation.call,
+        "blockbuster_lite.call": escape_control(violation.call),
         "blockbuster_lite.site": violation.site,
         "blockbuster_lite.mode": violation.action.value,
         "blockbuster_lite.kind": violation.kind,
@@ -107,7 +105,7 @@ def _attributes(violation: Violation) -> dict[str, Any]:
         attributes["blockbuster_lite.duration_s"] = violation.duration_s
     route = violation.context.get("route")
     if route:
-        attributes["http.route"] = str(route)
+        attributes["http.route"] = escape_control(str(route))
     return attributes
 
 
@@ -152,13 +150,7 @@ def opentelemetry_enabled() -> bool:
 def otel_from_env(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``BLOCKBUSTER_LITE_OTEL`` asks for OpenTelemetry; ConfigError naming it if invalid."""
     env = os.environ if environ is None else environ
-    value = env.get(ENV_OTEL, "")
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} from {ENV_OTEL} (expected 1/0, true/false, yes/no)")
+    return parse_flag(env.get(ENV_OTEL, ""), ENV_OTEL)
 
 
 def enable_from_env(wanted: bool) -> None:

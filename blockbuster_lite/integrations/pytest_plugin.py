@@ -94,7 +94,7 @@ def _validate(
 ) -> TestSettings:
     """Parse settings (importing the package only for a mode other than off)."""
     allow = tuple(allow)
-    if mode.strip().lower() == "off" and not allow and scope is None:
+    if isinstance(mode, str) and mode.strip().lower() == "off" and not allow and scope is None:
         return "off", (), None
     from ..core.config import ConfigError, Mode, parse_allow, parse_mode, parse_scope
 
@@ -113,13 +113,15 @@ def _validate(
 
 def resolve_settings(config: pytest.Config) -> Settings:
     """Marker aside: --blockbuster-mode > BLOCKBUSTER_LITE_MODE > ini blockbuster_mode > off."""
+    # A value given explicitly (the option, an ini key present) counts even when blank, and is
+    # then refused: " " must not mean "off". An empty environment variable means "not set".
     candidates = (
         (config.getoption("blockbuster_mode"), "--blockbuster-mode"),
-        (os.environ.get(ENV_MODE), ENV_MODE),
+        ((os.environ.get(ENV_MODE) or "").strip() or None, ENV_MODE),  # as the start-up hook
         (config.getini("blockbuster_mode"), "ini option blockbuster_mode"),
     )
     mode, source = next(
-        ((value, name) for value, name in candidates if value and value.strip()),
+        ((value, name) for value, name in candidates if value is not None),
         ("off", DEFAULT_SOURCE),
     )
     env_allow = os.environ.get(ENV_ALLOW, "")
@@ -143,13 +145,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--blockbuster-mode", dest="blockbuster_mode", default=None, metavar="MODE",
         help=MODE_HELP,
     )  # fmt: skip
-    parser.addini("blockbuster_mode", MODE_HELP, default="")
+    parser.addini("blockbuster_mode", MODE_HELP, default=None)  # None: not in the ini file
     parser.addini("blockbuster_allow", ALLOW_HELP, type="linelist", default=[])
     group.addoption(
         "--blockbuster-watchdog-ms", dest="blockbuster_watchdog_ms", default=None, metavar="MS",
         help=WATCHDOG_HELP,
     )  # fmt: skip
-    parser.addini("blockbuster_watchdog_ms", WATCHDOG_HELP, default="")
+    parser.addini("blockbuster_watchdog_ms", WATCHDOG_HELP, default=None)  # None: not in the file
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -196,9 +198,18 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
             pytrace=False,
         )
     marker_allow = kwargs.get("allow", ())
-    marker_allow = [marker_allow] if isinstance(marker_allow, str) else list(marker_allow)
+    if isinstance(marker_allow, str):
+        marker_allow = [marker_allow]
+    elif isinstance(marker_allow, (list, tuple, set, frozenset)):
+        marker_allow = list(marker_allow)
+    else:
+        pytest.fail(
+            f"blockbuster_lite: invalid allow rules {marker_allow!r} from {source}: expected a "
+            "list of strings",
+            pytrace=False,
+        )
     try:
-        mode = str(kwargs.get("mode", mode if configured else "raise"))
+        mode = kwargs.get("mode", mode if configured else "raise")
         scope = kwargs.get("scope", scope)
         return _validate(mode, (*allow, *marker_allow), scope, source, source, source)
     except pytest.UsageError as exc:
@@ -269,10 +280,10 @@ def _end(item: pytest.Item) -> None:
 def _describe(violations: list[Violation], *, caught: bool = False) -> str:
     from ..core.report import format_message
 
-    counts: dict[tuple[str, str, int], int] = {}
-    first: dict[tuple[str, str, int], Violation] = {}
+    counts: dict[tuple[str, str, str, int, str], int] = {}
+    first: dict[tuple[str, str, str, int, str], Violation] = {}
     for violation in violations:
-        key = (violation.call, violation.filename, violation.lineno)
+        key = violation.report_key  # call family and site: not one line per port or statement
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(key, violation)
     head = "blockbuster_lite: blocking call(s) on the event loop (raise mode)"

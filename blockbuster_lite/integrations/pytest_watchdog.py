@@ -4,7 +4,7 @@ shows in its failure.
 Highest precedence first: ``@pytest.mark.blockbuster(watchdog=0.1)`` (seconds, as
 ``intercept``), ``--blockbuster-watchdog-ms=MS``, ``BLOCKBUSTER_LITE_WATCHDOG_MS``, the ini key
 ``blockbuster_watchdog_ms``; by default there is no watchdog. Each value must be a finite number
-> 0; a bad one is rejected naming where it came from. ``watchdog=None`` on the marker turns the
+> 0 (1 ms to one hour, as everywhere); a bad one is rejected naming where it came from. ``watchdog=None`` on the marker turns the
 watchdog off for that test.
 
 With a watchdog, each test's guard watches every loop the test starts (``asyncio.run``,
@@ -17,7 +17,6 @@ during a test is reported in that test: the plugin collects pending ones as each
 
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING
 
@@ -53,34 +52,29 @@ def _parse_ms(value: str, source: str) -> float | None:
 
 
 def resolve_watchdog(config: pytest.Config) -> tuple[float | None, str]:
-    """(seconds or None, source): --blockbuster-watchdog-ms > environment > ini."""
+    """(seconds or None, source): --blockbuster-watchdog-ms > environment > ini.
+
+    As for the mode, a value given explicitly (the option, an ini key present) counts even when
+    blank, and is then refused; an empty environment variable means "not set"."""
     candidates = (
         (config.getoption("blockbuster_watchdog_ms"), "--blockbuster-watchdog-ms"),
-        (os.environ.get(ENV_WATCHDOG_MS), ENV_WATCHDOG_MS),
+        ((os.environ.get(ENV_WATCHDOG_MS) or "").strip() or None, ENV_WATCHDOG_MS),
         (config.getini("blockbuster_watchdog_ms"), "ini option blockbuster_watchdog_ms"),
     )
     for value, source in candidates:
-        if value is not None and str(value).strip():
-            return _parse_ms(str(value), source), source
+        if value is not None:
+            return _parse_ms(str(value) or " ", source), source
     return None, ""
 
 
 def marker_watchdog(value: object, source: str) -> float | None:
     """The marker's ``watchdog=`` (seconds, or None for none); fails the test when invalid."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not value > 0
-    ):
-        pytest.fail(
-            f"blockbuster_lite: invalid watchdog {value!r} from {source}: expected seconds "
-            "(a finite number > 0)",
-            pytrace=False,
-        )
-    return float(value)
+    from ..core.config import ConfigError, parse_watchdog_seconds
+
+    try:
+        return parse_watchdog_seconds(value, source)
+    except ConfigError as exc:
+        pytest.fail(f"blockbuster_lite: {exc}", pytrace=False)
 
 
 def report_pending() -> None:

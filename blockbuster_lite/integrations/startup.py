@@ -33,7 +33,7 @@ from typing import Any
 
 import wrapt
 
-from ..core.config import ConfigError, Mode
+from ..core.config import ConfigError, Mode, parse_flag
 from ..core.guard import Guard, activate_from_env, process_guard
 from ..core.report import logger
 
@@ -55,22 +55,10 @@ SERVER_STARTUPS: tuple[tuple[str, str, str], ...] = (("uvicorn.server", "Server"
 #: Importing the ASGI middleware also begins the grace; it calls end_startup() itself.
 MIDDLEWARE_MODULE = "blockbuster_lite.integrations.asgi"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
 _attempted = False
 _grace_wanted = False
 _grace_open = False
 _restore: list[tuple[type, str, Any, Any]] = []
-
-
-def parse_flag(value: str, source: str) -> bool:
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} from {source} (expected 1/0, true/false, yes/no)")
 
 
 def activate_at_startup(environ: Mapping[str, str] | None = None) -> Guard | None:

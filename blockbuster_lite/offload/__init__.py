@@ -26,6 +26,7 @@ The modules: ``engine`` (the action: try_offload), ``portal`` (greenback portals
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import ConfigError
@@ -154,4 +155,18 @@ class _OffloadSupport:
         return await ensure_portal()
 
 
+def _env_hook(environ: Mapping[str, str] | None = None) -> Callable[[], None]:
+    """For ``activate_from_env``: refuse bad ``BLOCKBUSTER_LITE_OFFLOAD_*`` / ``_SATURATION_MS``
+    values at activation, in every mode (the watchdog's pool sampling reads the threshold)."""
+    from .settings import validate_env
+
+    validate_env(environ)
+    return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
 extensions.offload = _OffloadSupport()
+extensions.add_env_hook(_env_hook)

@@ -44,14 +44,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..core.actions import build_violation, log_failure, record, warn
 from ..core.config import Mode
-from ..core.report import Violation, format_message, logger
+from ..core.report import Violation, evolve, format_message, logger
 from ..core.state import reentrant
 from .files import OffloadingFile
 from .portal import (
@@ -200,8 +199,8 @@ def _log_offloaded(violation: Violation) -> None:
 
 def _record(violation: Violation, duration: float) -> None:
     try:
-        record(replace(violation, duration_s=duration))
+        record(evolve(violation, duration_s=duration))
     except Exception as exc:
-        log_failure(f"offload of {violation.call}", exc)
+        log_failure(f"offload of {violation.family or violation.call}", exc)
 
 

@@ -147,6 +147,9 @@ def start_watchdog(guard: ActiveGuard, seconds: float) -> WatchdogHandle:
     """Watch every event loop of the process for stalls longer than ``seconds``."""
     if not seconds > 0:
         raise ValueError(f"watchdog threshold must be > 0, got {seconds!r}")
+    from ..offload.settings import saturation_threshold
+
+    saturation_threshold()  # the pool sampling reads it: a bad variable is refused now
     handle = WatchdogHandle(guard, float(seconds))
     token = reentrant.set(True)
     try:

@@ -68,7 +68,7 @@ class Sample:
     module: str = ""
     call: str = ""
     top: str = ""  # the call at the top of the stack, when not ``call``
-    stack: tuple[str, ...] = ()
+    stack: tuple[Any, ...] = ()  # core.report.Frames: rendered only if reported
     catalogue: bool = False  # inside blockbuster_lite's hot path: the catalogue reports it
     excluded: bool = False  # an allow rule, out of scope, or allow_blocking() in the task
 

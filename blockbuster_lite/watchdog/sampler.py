@@ -7,7 +7,7 @@ import time
 from types import FrameType
 
 from ..core.policy import INTERNAL, code_info
-from ..core.report import render_stack
+from ..core.report import capture_frames
 from .loops import LoopWatch, Sample, cpu_bound_start
 from .stacks import call_name, excluded_by_guard, running_task, site_index, top_call
 
@@ -96,7 +96,7 @@ def sample(watch: LoopWatch, frames: list[FrameType], now: float) -> Sample:
         module=info.module,
         call=call,
         top=top_call(frames, infos, index, call),
-        stack=render_stack(frame),
+        stack=capture_frames(frame),
         catalogue=any(i.kind == INTERNAL and i.module in _CHECKED_CALL_MODULES for i in infos),
         excluded=watch.task.exempt or excluded_by_guard(infos),
     )

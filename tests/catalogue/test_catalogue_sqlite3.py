@@ -74,7 +74,7 @@ def test_connect_execute_and_fetchall_are_each_caught(database: str) -> None:
         assert call_on("asyncio", lambda: query(database)) == [("ada",), ("alan",)]
     assert calls(guard) == [
         "sqlite3.connect",
-        "sqlite3.Connection.execute",
+        "sqlite3.Connection.execute(SELECT ...)",
         "sqlite3.Cursor.fetchall",
     ]
 
@@ -91,7 +91,7 @@ def test_cursor_methods_are_caught(guarded_connection: sqlite3.Connection) -> No
     with bl.intercept("log") as guard:
         assert call_on("asyncio", use_cursor) == [("ada",), [("alan",)]]
     assert calls(guard) == [
-        "sqlite3.Cursor.execute",
+        "sqlite3.Cursor.execute(SELECT ...)",
         "sqlite3.Cursor.fetchone",
         "sqlite3.Cursor.fetchmany",
         "sqlite3.Connection.commit",
@@ -102,7 +102,7 @@ def test_raise_mode_runs_no_statement(guarded_connection: sqlite3.Connection) ->
     error = raises_on(
         "asyncio", lambda: guarded_connection.execute("insert into users (name) values ('eve')")
     )
-    assert error.violation.call == "sqlite3.Connection.execute"
+    assert error.violation.call == "sqlite3.Connection.execute(INSERT ...)"
     rows = guarded_connection.execute("select count(*) from users").fetchall()  # off the loop
     assert rows == [(2,)]
 
@@ -135,13 +135,13 @@ def test_a_custom_factory_is_respected(how: str, database: str) -> None:
             assert rows == [(2,)]
         finally:
             conn.close()
-    assert calls(guard) == ["sqlite3.Connection.execute", "sqlite3.Cursor.fetchall"]
+    assert calls(guard) == ["sqlite3.Connection.execute(SELECT ...)", "sqlite3.Cursor.fetchall"]
 
 
 def test_sqlite3_on_trio_backends(guarded_connection: sqlite3.Connection) -> None:
     for loop in ("trio", "anyio-trio", "uvloop"):
         error = raises_on(loop, lambda: guarded_connection.execute("select 1"))
-        assert error.violation.call == "sqlite3.Connection.execute"
+        assert error.violation.call == "sqlite3.Connection.execute(SELECT ...)"
 
 
 @pytest.mark.parametrize("where", OFF_LOOP)

@@ -127,20 +127,26 @@ def test_a_failing_describe_falls_back_to_the_plain_name(
 @pytest.mark.parametrize(
     ("query", "words"),
     [
-        ("select pg_sleep(0.5)", "select pg_sleep(0.5)"),
-        ("  SELECT id, name, password FROM users WHERE token = 'x'", "SELECT id, name, ..."),
-        ("-- report\n/* nightly */ UPDATE accounts SET", "UPDATE accounts SET"),
-        (b"INSERT INTO t VALUES (1)", "INSERT INTO t ..."),
-        ("select " + "x" * 60, "select " + "x" * 33 + " ..."),
+        ("select pg_sleep(0.5)", "SELECT ..."),
+        ("SELECT md5('secret')", "SELECT ..."),
+        ("  SELECT id, name, password FROM users WHERE token = 'x'", "SELECT ..."),
+        ("-- report\n/* nightly */ UPDATE accounts SET", "UPDATE ..."),
+        ("/* a */ -- b\n ( (select 1))", "SELECT ..."),
+        (b"INSERT INTO t VALUES (1)", "INSERT ..."),
+        ("commit", "COMMIT"),
+        ("select" + "x" * 60, "..."),  # not a keyword: nothing of it is shown
+        ("hunter2 is my password", "..."),
+        ("'secret' select", "..."),
         (
             psycopg.sql.SQL("select {} from t").format(psycopg.sql.Literal("pw")),
-            "select ? from ...",
+            "SELECT ...",
         ),
-        (psycopg2.sql.SQL("delete from {}").format(psycopg2.sql.Identifier("t")), "delete from ?"),
+        (psycopg2.sql.SQL("delete from {}").format(psycopg2.sql.Identifier("t")), "DELETE ..."),
         (None, ""),
+        ("   ", ""),
     ],
 )
-def test_sql_words_keep_the_first_words_only(query: object, words: str) -> None:
+def test_sql_is_named_by_its_first_keyword_only(query: object, words: str) -> None:
     assert sql_words(query) == words
 
 
@@ -150,14 +156,22 @@ def test_http_origin_and_redis_command_drop_everything_secret() -> None:
     )
     assert http_origin(b"POST", "http://[::1]/x") == "POST http://[::1]"
     assert redis_command(("AUTH", "s3cr3t")) == "AUTH"
+    assert redis_command(("SET key s3cr3t",)) == "SET"  # redis-py splits it: only the name
+    assert redis_command(("CONFIG SET requirepass s3cr3t",)) == "CONFIG SET"
+    assert redis_command(("\x1b[31m",)) == "?"
+    assert http_origin("GET", "http://u:s3cr3t@127.0.0.1:8000/p?token=s3cr3t#f") == (
+        "GET http://127.0.0.1:8000"
+    )
+    assert http_origin("G\r\nET", "http://127.0.0.1/") == "? http://127.0.0.1"
+    assert http_origin("GET", "not a url\x1b") == "GET"
     assert redis_command((b"get", b"key")) == "GET"
     assert redis_command(()) == ""
 
 
 def test_a_described_call_is_shown_without_extra_parentheses() -> None:
     violation = bl.Violation(
-        call="psycopg2.cursor.execute(select 1)", filename="app.py", lineno=3, function="f"
+        call="psycopg2.cursor.execute(SELECT ...)", filename="app.py", lineno=3, function="f"
     )
-    assert violation.message.startswith("Blocking call to psycopg2.cursor.execute(select 1) in")
+    assert violation.message.startswith("Blocking call to psycopg2.cursor.execute(SELECT ...) in")
     plain = bl.Violation(call="psycopg2.connect", filename="app.py", lineno=3, function="f")
     assert plain.message.startswith("Blocking call to psycopg2.connect() in")

@@ -59,7 +59,7 @@ def test_execute_is_refused_before_anything_is_sent(conn: psycopg.Connection[Any
 
     with bl.intercept("raise"):
         violation = call_on("asyncio", lambda: raised(execute))
-    assert violation.call == "psycopg.Cursor.execute(select pg_sleep(%s), 'x')"
+    assert violation.call == "psycopg.Cursor.execute(SELECT ...)"
     assert (violation.filename, violation.lineno) == (__file__, line_of("flag: execute"))
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert cur.execute("select 6 * 7").fetchone() == (42,)
@@ -77,8 +77,8 @@ def test_each_query_is_reported_once_at_the_users_level(conn: psycopg.Connection
     row, calls = logged(queries)
     assert row == (1,)
     assert calls == [
-        "psycopg.Connection.execute(select 1)",
-        "psycopg.Cursor.executemany(select %s)",
+        "psycopg.Connection.execute(SELECT ...)",
+        "psycopg.Cursor.executemany(SELECT ...)",
         "psycopg.Connection.commit",
     ]
 
@@ -100,7 +100,7 @@ def test_client_fetches_are_free_server_cursors_are_not(conn: psycopg.Connection
 
     rows, calls = logged(server_side)
     assert rows == [(1,), (2,), (3,), (4,), (5,)]
-    assert calls[:2] == ["psycopg.ServerCursor.execute(select generate_series(1, 5))",
+    assert calls[:2] == ["psycopg.ServerCursor.execute(SELECT ...)",
                          "psycopg.ServerCursor.fetchone"]  # fmt: skip
     assert set(calls[2:]) == {"psycopg.ServerCursor.fetch"} and len(calls) >= 4
 
@@ -140,7 +140,7 @@ def test_copy_stream_transaction_and_notifies(conn: psycopg.Connection[Any]) -> 
     _, calls = logged(in_transaction)
     assert calls == [
         "psycopg.Connection.transaction",
-        "psycopg.Connection.execute(select 1)",
+        "psycopg.Connection.execute(SELECT ...)",
         "psycopg.Connection.transaction (end of block)",
         "psycopg.Connection.notifies",
     ]
@@ -213,7 +213,7 @@ def test_flagged_under_trio(conn: psycopg.Connection[Any]) -> None:
     cur = conn.cursor()
     with bl.intercept("raise"):
         violation = call_on("trio", lambda: raised(lambda: cur.execute("select 1")))
-    assert violation.call == "psycopg.Cursor.execute(select 1)"
+    assert violation.call == "psycopg.Cursor.execute(SELECT ...)"
 
 
 def test_restored_after_the_guard(conn: psycopg.Connection[Any]) -> None:

@@ -59,11 +59,11 @@ def test_execute_is_refused_before_libpq_and_the_connection_still_works(conn: An
         cur.execute("select pg_sleep(0.01), 'secret'")  # flag: execute
 
     violation = call_on("asyncio", lambda: raised(execute))
-    assert violation.call == "psycopg2.cursor.execute(select pg_sleep(0.01), 'secret')"
+    assert violation.call == "psycopg2.cursor.execute(SELECT ...)"
     assert violation.lineno == line_of("flag: execute")
     assert violation.function.endswith("execute")
     assert violation.message.startswith(
-        "Blocking call to psycopg2.cursor.execute(select pg_sleep(0.01), 'secret') in async"
+        "Blocking call to psycopg2.cursor.execute(SELECT ...) in async"
     )
     # decided before the call: nothing was sent, the connection is intact
     assert conn.status == psycopg2.extensions.STATUS_READY
@@ -78,7 +78,7 @@ def test_parameters_never_reach_the_report(conn: Any) -> None:
         lambda: raised(lambda: cur.execute("select %s::text as password", ("hunter2",))),
     )
     assert "hunter2" not in violation.call + violation.message
-    assert violation.call == "psycopg2.cursor.execute(select %s::text as ...)"
+    assert violation.call == "psycopg2.cursor.execute(SELECT ...)"
 
 
 def test_warn_mode_reports_once_and_the_query_runs(postgres: PostgresInfo) -> None:
@@ -184,7 +184,7 @@ def test_factories_are_respected_and_checked(
         cur = conn.cursor(**cursor_kwargs)
         assert isinstance(cur, cursor_type)
         violation = call_on("asyncio", lambda: raised(lambda: cur.execute("select 1 as n")))
-        assert violation.call == "psycopg2.cursor.execute(select 1 as ...)"
+        assert violation.call == "psycopg2.cursor.execute(SELECT ...)"
         cur.execute("select 1 as n")
         fetched = cur.fetchone()
         assert fetched == row
@@ -202,7 +202,7 @@ def test_execute_values_is_reported_at_the_users_line(conn: Any) -> None:
 
     violation = call_on("asyncio", lambda: raised(insert))
     # execute_values sends the values inlined: only the statement's first words are shown
-    assert violation.call == "psycopg2.cursor.execute(insert into t ...)"
+    assert violation.call == "psycopg2.cursor.execute(INSERT ...)"
     assert violation.lineno == line_of("flag: values")
 
 
@@ -267,7 +267,7 @@ def test_clean_under_a_worker_thread(postgres: PostgresInfo) -> None:
 def test_flagged_under_trio(conn: Any) -> None:
     cur = conn.cursor()
     violation = call_on("trio", lambda: raised(lambda: cur.execute("select 1")))
-    assert violation.call == "psycopg2.cursor.execute(select 1)"
+    assert violation.call == "psycopg2.cursor.execute(SELECT ...)"
 
 
 def test_restored_after_the_guard(postgres: PostgresInfo) -> None:

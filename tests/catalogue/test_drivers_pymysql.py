@@ -62,7 +62,7 @@ def test_a_query_is_reported_once_at_the_query_not_the_socket(
         row = call_on("asyncio", query)
     assert row == (0, "secret")
     [violation] = guard.violations
-    assert violation.call == "pymysql.Cursor.execute(select sleep(%s), %s)"
+    assert violation.call == "pymysql.Cursor.execute(SELECT ...)"
     assert (violation.filename, violation.lineno) == (__file__, line_of("flag: execute"))
     assert "secret" not in violation.message
 
@@ -73,7 +73,7 @@ def test_refused_before_sending_and_the_connection_still_works(
     cur = conn.cursor()
     with bl.intercept("raise"):
         violation = call_on("asyncio", lambda: raised(lambda: cur.execute("select 1")))
-    assert violation.call == "pymysql.Cursor.execute(select 1)"
+    assert violation.call == "pymysql.Cursor.execute(SELECT ...)"
     cur.execute("select 6 * 7")
     assert cur.fetchone() == (42,)
 
@@ -161,7 +161,7 @@ def test_clean_under_a_worker_thread(mariadb: MySQLInfo) -> None:
 def test_flagged_under_uvloop(conn: pymysql.connections.Connection[Any]) -> None:
     cur = conn.cursor()
     _, calls = logged(lambda: cur.execute("select 1"), loop="uvloop")
-    assert calls == ["pymysql.Cursor.execute(select 1)"]
+    assert calls == ["pymysql.Cursor.execute(SELECT ...)"]
 
 
 def test_restored_after_the_guard() -> None:
