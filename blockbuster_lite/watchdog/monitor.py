@@ -281,10 +281,11 @@ class Monitor:
 
         A pool fills up only while its loop hands it work, and a loop does that in a turn, which
         wakes the monitor: idle pools need no timer (``inf``), pools in use one every
-        ``_pools``' interval.
+        ``_pools``' interval. A wake-up before the next sample is due (a turn, which may have
+        handed out work) keeps that sample.
         """
         if now < self.next_pool_sample:
-            return self.next_pool_sample - now if self.pools_in_use else float("inf")
+            return self.next_pool_sample - now
         from ..offload import pools as _pools
 
         in_use = False
