@@ -3,9 +3,9 @@ shows in its failure.
 
 Highest precedence first: ``@pytest.mark.blockbuster(watchdog=0.1)`` (seconds, as
 ``intercept``), ``--blockbuster-watchdog-ms=MS``, ``BLOCKBUSTER_LITE_WATCHDOG_MS``, the ini key
-``blockbuster_watchdog_ms``; by default there is no watchdog. Each value must be a finite number
-> 0 (1 ms to one hour, as everywhere); a bad one is rejected naming where it came from. ``watchdog=None`` on the marker turns the
-watchdog off for that test.
+``blockbuster_watchdog_ms``; by default there is no watchdog. Each value must be finite, from
+1 ms to one hour (core's ``parse_seconds``, as everywhere); a bad one is rejected naming where it
+came from. ``watchdog=None`` on the marker turns the watchdog off for that test.
 
 With a watchdog, each test's guard watches every loop the test starts (``asyncio.run``,
 pytest-asyncio, anyio's plugin, ``trio.run``, loops in threads) from its first step. A stall
