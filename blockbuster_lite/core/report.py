@@ -265,7 +265,7 @@ def format_message(violation: Violation) -> str:
     call = violation.call
     if violation.kind == "stall":
         duration = violation.duration_s or 0.0
-        head = f"Event loop blocked for {duration * 1000:.0f} ms in {call} at {where}"
+        head = f"Event loop blocked for {duration * 1000:.0f} ms in {call} from {where}"
     else:
         # a described call already shows its arguments: "psycopg2.cursor.execute(SELECT ...)"
         head = (

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .pytest_watchdog import WATCHDOG_HELP, describe_stall, marker_watchdog, resolve_watchdog
+
 if TYPE_CHECKING:
     from ..core.guard import Guard
     from ..core.report import Violation
@@ -49,9 +51,9 @@ ALLOW_HELP = (
     "path/file.py:function"
 )
 MARKER_HELP = (
-    "blockbuster(mode=..., allow=[...], scope=None): blocking-call sanitizer settings for this "
-    "test; mode defaults to the session's, or raise when the session's is off by default; "
-    "mode='off' exempts the test"
+    "blockbuster(mode=..., allow=[...], scope=None, watchdog=None): blocking-call sanitizer "
+    "settings for this test; mode defaults to the session's, or raise when the session's is "
+    "off by default; mode='off' exempts the test; watchdog=0.1 reports loop stalls >= 0.1 s"
 )
 # Repeated from blockbuster_lite._guard so that a session with the plugin off imports nothing.
 ENV_MODE = "BLOCKBUSTER_LITE_MODE"
@@ -72,6 +74,8 @@ class Settings:
     scope: tuple[str, ...] | None = None
     #: False (BLOCKBUSTER_LITE_DEFAULT_ALLOW=0): the known-trivial library calls are checked too
     default_allow: bool = True
+    watchdog: float | None = None  # seconds (see pytest_watchdog)
+    watchdog_source: str = ""
 
 
 @dataclass
@@ -148,8 +152,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
             default_allow = parse_bool(os.environ[ENV_DEFAULT_ALLOW], ENV_DEFAULT_ALLOW)
         except ConfigError as exc:
             raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
+    watchdog, watchdog_source = resolve_watchdog(config)
     return Settings(mode, source, rules, allow_source if rules else "", parsed_scope,
-                    default_allow)  # fmt: skip
+                    default_allow, watchdog, watchdog_source)  # fmt: skip
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -160,6 +165,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )  # fmt: skip
     parser.addini("blockbuster_mode", MODE_HELP, default=None)  # None: not in the ini file
     parser.addini("blockbuster_allow", ALLOW_HELP, type="linelist", default=[])
+    group.addoption(
+        "--blockbuster-watchdog-ms", dest="blockbuster_watchdog_ms", default=None, metavar="MS",
+        help=WATCHDOG_HELP,
+    )  # fmt: skip
+    parser.addini("blockbuster_watchdog_ms", WATCHDOG_HELP, default=None)  # None: not in the file
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -181,6 +191,8 @@ def pytest_report_header(config: pytest.Config) -> str:
         line += f", allow={','.join(settings.allow)} (from {settings.allow_source})"
     if settings.scope:
         line += f", scope={','.join(settings.scope)}"
+    if settings.watchdog is not None:
+        line += f", watchdog={settings.watchdog * 1000:g} ms (from {settings.watchdog_source})"
     return line
 
 
@@ -198,9 +210,10 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
     kwargs = dict(marker.kwargs)
     if marker.args:
         kwargs.setdefault("mode", marker.args[0])
-    if set(kwargs) - {"mode", "allow", "scope"} or len(marker.args) > 1:
+    if set(kwargs) - {"mode", "allow", "scope", "watchdog"} or len(marker.args) > 1:
         pytest.fail(
-            f"blockbuster_lite: {source} takes mode=, allow= and scope= only", pytrace=False
+            f"blockbuster_lite: {source} takes mode=, allow=, scope= and watchdog= only",
+            pytrace=False,
         )
     marker_allow = kwargs.get("allow", ())
     if isinstance(marker_allow, str):
@@ -239,15 +252,28 @@ def _wants_our_fixture(item: pytest.Item) -> bool:
     return False
 
 
+def _test_watchdog(item: pytest.Item) -> float | None:
+    """This test's watchdog threshold in seconds: the marker's, else the session's."""
+    watchdog = item.config.stash[_settings_key].watchdog
+    marker = item.get_closest_marker("blockbuster")
+    if marker is not None and "watchdog" in marker.kwargs:
+        source = f"@pytest.mark.blockbuster on {item.nodeid}"
+        watchdog = marker_watchdog(marker.kwargs["watchdog"], source)
+    return watchdog
+
+
 def _observe(violation: Violation) -> None:
-    """Keep the raise-mode violations decided by the running test's own guard."""
+    """Keep the raise-mode violations decided by the running test's own guard (and the
+    stalls its watchdog saw while it was in raise mode: they fail the test too)."""
     from ..core.config import Mode
     from ..core.state import state
 
     run = _current
     if run is None or state.guards[-1:] != (run.guard,):
         return
-    if violation.action is Mode.RAISE:
+    if violation.action is Mode.RAISE or (
+        violation.kind == "stall" and run.guard.effective_mode() is Mode.RAISE
+    ):
         run.raised.append(violation)  # reported at the end of the test, unless acknowledged
     elif _sites is not None:
         _sites.add(violation, run.nodeid)
@@ -256,13 +282,17 @@ def _observe(violation: Violation) -> None:
 def _begin(item: pytest.Item) -> None:
     global _current
     settings = _test_settings(item)
+    watchdog = _test_watchdog(item)
+    if settings is None and watchdog is not None:  # the watchdog alone: stalls are logged
+        session = item.config.stash[_settings_key]
+        settings = (session.mode, session.allow, session.scope)
     if settings is None:  # the plugin is off: leave any guard the suite set up alone
         return
     mode, allow, scope = settings
     state_module = sys.modules.get("blockbuster_lite.core.state")
     others_active = state_module is not None and bool(state_module.state.guards)
     wants_fixture = _wants_our_fixture(item)
-    if mode == "off" and not others_active and not wants_fixture:
+    if mode == "off" and not others_active and not wants_fixture and watchdog is None:
         return  # an "off" guard only matters over another guard (BLOCKBUSTER_LITE_MODE's)
     from ..core.guard import Guard
     from ..core.state import state
@@ -274,7 +304,8 @@ def _begin(item: pytest.Item) -> None:
     if _observe not in state.observers:
         state.observers = (*state.observers, _observe)
     default_allow = item.config.stash[_settings_key].default_allow
-    guard = Guard(mode, allow=allow, scope=scope, source="pytest plugin", default_allow=default_allow)
+    guard = Guard(mode, allow=allow, scope=scope, watchdog=watchdog, source="pytest plugin",
+                  default_allow=default_allow)  # fmt: skip
     run = _TestRun(guard, item.nodeid)
     item.stash[_run_key] = run
     _current = run
@@ -308,12 +339,16 @@ def _describe(violations: list[Violation], *, caught: bool = False) -> str:
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(key, violation)
     head = "blockbuster_lite: blocking call(s) on the event loop (raise mode)"
+    if all(v.kind == "stall" for v in violations):
+        head, caught = "blockbuster_lite: the event loop stalled (raise mode)", False
     if caught:
         head += "; the code under test caught the error, the test fails anyway"
     lines = [head + ":"]
     for key, violation in first.items():
         times = f" [x{counts[key]}]" if counts[key] > 1 else ""
         lines.append(f"  {format_message(violation)}{times}")
+        if violation.kind == "stall":
+            lines.extend(describe_stall(violation))
     return "\n".join(lines)
 
 
@@ -326,15 +361,25 @@ def _checked_phase(item: pytest.Item, when: str) -> Generator[None, object, obje
     try:
         result = yield
     except BaseException as exc:
+        _collect_stalls(run)
         new = _unacknowledged(run, seen)
         told = getattr(exc, "violation", None)
         if new and not (len(new) == 1 and told is new[0]):
             item.add_report_section(when, "blockbuster", _describe(new))
         raise
+    _collect_stalls(run)
     new = _unacknowledged(run, seen)
     if new:
         pytest.fail(_describe(new, caught=True), pytrace=False)
     return result
+
+
+def _collect_stalls(run: _TestRun) -> None:
+    """Stalls that ended in this phase are reported in it (not by the monitor, later)."""
+    if run.guard.watchdog is not None:
+        from .pytest_watchdog import report_pending
+
+        report_pending()
 
 
 def _unacknowledged(run: _TestRun, seen: int) -> list[Violation]:

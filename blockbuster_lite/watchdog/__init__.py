@@ -27,16 +27,26 @@ duration is exact whatever the monitor thread is doing:
 
 *Sampling.* One monitor thread per process. A hooked loop wakes it when it starts a turn while
 the thread sleeps; the thread looks again when that turn could be half a stall (threshold / 2),
-then every threshold / 10 while the turn lasts, and sleeps again (up to 0.5 s, the scan for new
-loops) once every loop polls and no thread pool is in use: an idle asyncio or trio program
-costs two wake-ups a second. A uvloop loop is looked at every threshold / 3. Each sample reads
+then every threshold / 10 while the turn lasts, and sleeps again once every loop polls and no
+thread pool is in use, until a loop starts a turn: an idle asyncio or trio program, with one
+loop or a hundred, costs no wake-up at all. A uvloop loop is looked at every threshold / 3. Each sample reads
 the loop thread's stack (``sys._current_frames()``; see ``_stacks``) and keeps the frames
-above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the frame that called
-uvloop's run): the running callback. The site is the innermost user frame, as for patched
+above the loop's dispatch point (``Handle._run``, trio's ``unrolled_run``, the run hook's frame
+under uvloop's C ``run_forever``): the running callback. In offload mode a task with a greenback
+portal runs its coroutine in a greenlet, whose frames end at the greenlet's first one instead of
+reaching the loop (this is what used to make offload mode look idle): the walk goes on from
+the portal's parent greenlet (suspended in the task's ``greenback_shim``), and a stack that
+still ends short of the loop while the loop's own hook says a turn runs is taken as the
+callback. A call offloaded to a worker thread is not a stall: the loop polls while it waits. The site is the innermost user frame, as for patched
 calls. The call is the function that frame called (``json.dumps``), or for a C function in
 progress the callee of the call expression at the frame's current instruction, resolved through
-its module (``from time import sleep`` then ``sleep(0.3)`` reports ``time.sleep``), or
-``Python code`` when the frame runs its own bytecode. The site seen most often wins. A stall that
+its module, the frame's variables and instance dictionaries, never by running code (``from time
+import sleep`` then ``sleep(0.3)`` reports ``time.sleep``, ``self._lock.acquire()`` reports
+``_thread.lock.acquire``), or ``Python code`` when the frame runs its own bytecode. When the
+call went deeper (the user's frame called ``vialib.wait_for_data``, which waits in
+``select.poll.poll``), the message also names the top of the stack. Every stall message says it
+was seen by the watchdog, not intercepted: no wrapper saw the call, so no mode could stop or
+offload it, and an allow rule would only hide the report; the fix is to move the work. The site seen most often wins. A stall that
 no sample saw inside a callback (the whole process was descheduled, or a C callback with no
 Python frame at all) is not reported.
 
@@ -46,11 +56,18 @@ Python frame at all) is not reported.
 context (method, path, route) lands in ``Violation.context``, ``allow_blocking()`` in that task
 silences the stall, and an OpenTelemetry observer sees the request's span as the current one.
 
-*Finding loops.* A loop running on the thread that starts the guard is watched at once. Loops
-that start later or on other threads are found by a scan of every thread's frames every 0.5 s:
-``BaseEventLoop.run_forever`` (its ``self``), ``asyncio.Runner.run`` (``self._loop``: uvloop,
-uvicorn), ``trio.run`` (``runner``) and, last, an event loop among the locals of a thread's
-innermost frame (uvloop run by hand: its C ``run_forever`` leaves no Python frame).
+*Finding loops.* Loops say when they start and stop (``hooks``): while a watchdog runs,
+``asyncio.BaseEventLoop.run_forever``, ``uvloop.Loop.run_forever`` and trio's ``setup_runner``
+(``trio.run`` and guest mode) are wrapped, reversibly (the originals are put back exactly when
+the last watchdog stops). Every ``asyncio.run``, ``Runner``, ``run_until_complete``,
+``uvloop.run``, anyio run on either backend and trio run, in any thread, is watched from before
+its first callback, and forgotten as soon as it stops: its last turn is closed and reported on
+the loop thread before the run returns, and nothing keeps a reference to it (``LoopWatch``
+holds a weak one). Loops already running when the watchdog starts are found once, by a scan
+of every thread's frames: ``BaseEventLoop.run_forever`` (its ``self``), ``asyncio.Runner.run``
+(``self._loop``), ``trio.run`` (``runner``) and, last, an event loop among the locals of a
+thread's innermost frame (uvloop run by hand). The scan repeats every 0.5 s only if a loop
+library is imported whose entry point could not be hooked (a trio without ``setup_runner``).
 
 *Not twice, grouped.* A stall whose winning sample is inside blockbuster_lite's hot path, or
 whose site had a catalogue violation recorded during the stall, was already reported by the
@@ -66,6 +83,8 @@ timer on the loop.
 
 Stalls are never raised (they already happened): raise, warn and offload modes warn
 (``BlockingCallWarning``, ``action=Mode.WARN``); log and off modes log (``action=Mode.LOG``).
+The pytest plugin fails a raise-mode test in which a stall ended (``integrations.pytest_watchdog``).
+A trio guest run's turn runs inside its host loop's: one block there is one report.
 Guards with a watchdog share the one monitor; the smallest threshold applies.
 A C function that holds the GIL keeps the monitor from sampling until it returns; the sample
 taken then usually still shows the calling line.
@@ -79,6 +98,7 @@ from typing import TYPE_CHECKING
 
 from ..core.extensions import extensions
 from ..core.state import reentrant, state
+from . import hooks
 from .monitor import Monitor
 from .reporting import STALL_ADVICE
 from .stacks import PYTHON_CODE
@@ -86,7 +106,14 @@ from .stacks import PYTHON_CODE
 if TYPE_CHECKING:
     from ..core.state import ActiveGuard
 
-__all__ = ["PYTHON_CODE", "STALL_ADVICE", "WatchdogHandle", "start_watchdog", "watched_loops"]
+__all__ = [
+    "PYTHON_CODE",
+    "STALL_ADVICE",
+    "WatchdogHandle",
+    "report_pending",
+    "start_watchdog",
+    "watched_loops",
+]
 
 
 class WatchdogHandle:
@@ -166,6 +193,19 @@ def _remove(handle: WatchdogHandle) -> None:
         monitor.unhook_all()
 
 
+def report_pending() -> None:
+    """Report, on this thread and now, the stalls that ended but the monitor has not told yet
+    (the pytest plugin calls it as a test phase ends, so a stall lands in its own test)."""
+    monitor = _monitor
+    if monitor is None:
+        return
+    token = reentrant.set(True)
+    try:
+        monitor.flush()
+    finally:
+        reentrant.reset(token)
+
+
 def watched_loops() -> list[tuple[str, str]]:
     """``(kind, thread name)`` of every loop watched now (diagnostics and tests)."""
     monitor = _monitor
@@ -179,10 +219,11 @@ def _restart_after_fork() -> None:
     # The monitor thread does not survive fork(): a forked worker (gunicorn) gets its own.
     global _monitor, _lock
     _lock = _thread.allocate_lock()
+    hooks.reset_after_fork()
     old = _monitor
     if old is None:
         return
-    state.observers = tuple(o for o in state.observers if o != old.note_violation)
+    state.observers = tuple(o for o in state.observers if o != old.book.note_violation)
     monitor = _monitor = Monitor(old.threshold)
     monitor.handles = list(old.handles)
     monitor.start()

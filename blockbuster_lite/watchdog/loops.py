@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,11 +32,14 @@ class Watcher(Protocol):
 
 
 class Bell(Protocol):
-    """The monitor thread as a watched loop sees it: asleep or not, and how to wake it."""
+    """The monitor thread as a watched loop sees it: asleep or not, how to wake it, and where
+    a loop that ends says so."""
 
     dormant: bool
 
     def ring(self) -> None: ...
+
+    def loop_stopped(self, target: Any) -> None: ...
 
 
 __all__ = [
@@ -61,6 +67,7 @@ class Sample:
     function: str = ""
     module: str = ""
     call: str = ""
+    top: str = ""  # the call at the top of the stack, when not ``call``
     stack: tuple[Any, ...] = ()  # core.report.Frames: rendered only if reported
     catalogue: bool = False  # inside blockbuster_lite's hot path: the catalogue reports it
     excluded: bool = False  # an allow rule, out of scope, or allow_blocking() in the task
@@ -84,6 +91,10 @@ class _TrioHooks:
 
     def after_run(self) -> None:
         self.watch.ended = True
+        monitor = self.watch.monitor
+        target = self.watch.target
+        if monitor is not None and target is not None:
+            monitor.loop_stopped(target)
 
 
 class LoopWatch:
@@ -92,8 +103,13 @@ class LoopWatch:
     def __init__(
         self, target: Any, kind: str, thread_id: int | None, boundary: CodeType | None
     ) -> None:
-        self.target = target
+        try:  # a loop that ends is forgotten: nothing here keeps it alive
+            self._target: Callable[[], Any] = weakref.ref(target)
+        except TypeError:
+            self._target = lambda: target
         self.kind = kind  # "asyncio" or "trio"
+        #: Started through a run hook: its stop is reported by the loop itself (``hooks``).
+        self.notified = False
         self.monitor: Bell | None = None
         self.hooked = False  # True: the loop times its own turns; False: sampled (uvloop)
         self.thread_id = thread_id
@@ -102,7 +118,6 @@ class LoopWatch:
         self.threshold = 0.0
         self.turn_start: float | None = None  # when the loop left its poll; None: unknown yet
         self.polling = False
-        self.paused = False  # the loop stopped running since the last turn began
         self.gaps: deque[tuple[float, float]] = deque(maxlen=64)  # (start, end) of long turns
         self.samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self.task: TaskInfo | None = None
@@ -121,13 +136,16 @@ class LoopWatch:
         self.beat_cpu: float | None = None
         self.cpu_clock: int | None = None
 
+    @property
+    def target(self) -> Any:
+        """The loop (or trio runner); None once it has been garbage-collected."""
+        return self._target()
+
     # -- loop thread -------------------------------------------------------------------------
     def before_poll(self) -> None:
         now = _perf()
         start = self.turn_start
-        if self.paused:
-            self.paused = False  # the turn spans a time the loop was not running: no stall
-        elif start is not None and now - start >= self.threshold:
+        if start is not None and now - start >= self.threshold:
             self.gaps.append((start, now))
         self.polling = True
 
@@ -157,54 +175,70 @@ class LoopWatch:
             return None
 
     # -- hooks ------------------------------------------------------------------------------------
-    def install(self, on_loop_thread: bool) -> bool:
-        """Hook the loop (or post the first beat of a sampled one); False when the loop is gone."""
+    def install(self, where: str) -> bool:
+        """Hook the loop; False when it is gone. ``where``: ``"start"`` (on the loop thread,
+        before its first callback: a run hook), ``"here"`` (on the loop thread, inside a
+        callback) or ``"other"`` (from another thread, a loop found on its stack)."""
+        target = self.target
         try:
             if self.kind == "trio":
-                if on_loop_thread:
+                if where == "start":
+                    self._add_instrument(target.instruments.add_instrument)
+                    target.current_trio_token().run_sync_soon(register_pools, "trio")
+                elif where == "here":
                     self._add_instrument()
+                    register_pools("trio")
                 else:
-                    self.target.current_trio_token().run_sync_soon(self._add_instrument)
+                    target.current_trio_token().run_sync_soon(self._add_instrument)
                 self.hooked = True
                 return True
             self.hooked = self._hook_selector()
-            if on_loop_thread:
+            if where == "here":
                 register_pools("asyncio")
+            elif where == "start":  # on the loop thread, before it runs: no wake-up needed
+                if "anyio" in sys.modules:
+                    target.call_soon(register_pools, "asyncio")
             else:
-                self.target.call_soon_threadsafe(register_pools, "asyncio")
-                if not self.hooked:
+                target.call_soon_threadsafe(register_pools, "asyncio")
+                if not self.hooked and where == "other":
                     self.beat_posted = True
-                    self.target.call_soon_threadsafe(self.beat)
+                    target.call_soon_threadsafe(self.beat)
         except Exception:
             return False
         return True
 
-    def _add_instrument(self) -> None:
+    def _add_instrument(self, add: Callable[[Any], None] | None = None) -> None:
         import trio
 
         if self.stopped:  # the watch ended before the run got to this callback
             return
         hooks = _TrioHooks(self)
-        trio.lowlevel.add_instrument(hooks)  # type: ignore[arg-type]
-        register_pools("trio")
+        if add is None:
+            trio.lowlevel.add_instrument(hooks)  # type: ignore[arg-type]
+            register_pools("trio")
+        else:
+            add(hooks)
+        target = weakref.ref(self.target)
 
         def remove() -> None:
             with contextlib.suppress(Exception):
                 trio.lowlevel.remove_instrument(hooks)  # type: ignore[arg-type]
 
         def unhook() -> None:
+            runner = target()
+            if runner is None or self.ended:
+                return
             if self.thread_id == threading.get_ident():
                 remove()
             else:
                 with contextlib.suppress(Exception):
-                    self.target.current_trio_token().run_sync_soon(remove)
+                    runner.current_trio_token().run_sync_soon(remove)
 
         self.unhook = unhook
 
     def _hook_selector(self) -> bool:
-        selector: Any = getattr(self.target, "_selector", None) or getattr(
-            self.target, "_proactor", None
-        )
+        loop = self.target
+        selector: Any = getattr(loop, "_selector", None) or getattr(loop, "_proactor", None)
         original = getattr(selector, "select", None)
         if original is None or not hasattr(selector, "__dict__"):
             return False
@@ -242,18 +276,26 @@ class LoopWatch:
     def running(self) -> bool:
         if self.ended:
             return False
+        target = self.target
+        if target is None:
+            return False
+        if self.notified:  # it says itself when it stops
+            return True
         if self.kind == "trio":  # a run is over once its main task is (it then shuts down)
-            return getattr(self.target, "main_task_outcome", None) is None
+            return getattr(target, "main_task_outcome", None) is None
         try:
-            return bool(self.target.is_running())
+            return bool(target.is_running())
         except Exception:
             return False
 
     def closed(self) -> bool:
-        if self.ended or self.kind == "trio":
-            return self.ended
+        target = self.target
+        if self.ended or target is None:
+            return True
+        if self.kind == "trio":
+            return False
         try:
-            return bool(self.target.is_closed())
+            return bool(target.is_closed())
         except Exception:
             return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,24 @@ from ..core.warn import warn_violation
 if TYPE_CHECKING:
     from ..core.state import ActiveGuard
 
-__all__ = ["STALL_ADVICE", "emit", "log_failure", "register_pools"]
+__all__ = ["NOT_INTERCEPTED", "STALL_ADVICE", "emit", "log_failure", "register_pools", "stall_advice"]
 
 STALL_ADVICE = (
     "move the work off the loop: await anyio.to_thread.run_sync(...) for blocking calls, a "
     "process pool for CPU-bound code, or the library's async API"
 )
+#: What a stall report says about itself: no wrapper saw the call, so no mode acted on it.
+NOT_INTERCEPTED = (
+    "seen by the watchdog, not intercepted: no wrapper saw this call, so no mode could stop or "
+    "offload it and an allow rule would only hide this report"
+)
+
+
+def stall_advice(call: str, top: str) -> str:
+    """The tail of a stall's message: the top of the stack when the call went deeper, how the
+    stall was seen, and the fix."""
+    head = f"top of the stack: {top}; " if top and top != call else ""
+    return f"{head}{NOT_INTERCEPTED}; {STALL_ADVICE}"
 
 
 def register_pools(library: str) -> None:
@@ -32,8 +45,11 @@ def register_pools(library: str) -> None:
     This is how anyio's default limiter, FastAPI's pool for sync endpoints, gets its occupancy
     read and its saturation warned about without offload mode. The monitor thread samples it:
     no timer on the loop. anyio finds the loop through sniffio, which a plain callback has to be
-    told about.
+    told about. A program that has not imported anyio has no such pool (and importing it here
+    would count its import time in the loop's turn).
     """
+    if "anyio" not in sys.modules:
+        return
     try:
         import sniffio
 

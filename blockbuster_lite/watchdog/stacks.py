@@ -1,36 +1,35 @@
 """Reading an event-loop thread's stack from another thread: what runs, where, in which task.
 
 The watchdog's monitor thread calls these on the frames ``sys._current_frames()`` gives it for a
-loop thread. Nothing here runs user code: names are resolved through modules and classes only,
-and frame locals are read only on the loop's own run frames (to find the loop object).
+loop thread. Nothing here runs user code. Frame locals are read only where the frame waits in a
+call (a loop's run frame, greenback's trampoline, an idle uvloop thread's innermost frame at a
+call instruction): CPython 3.11 can crash reading the locals of a frame caught elsewhere.
 
 - ``callback_frames``: the frames of the callback the loop runs now ([] when it waits in its
   poll), cut at the loop's dispatch frame (``Handle._run``, trio's ``unrolled_run``, or the
   frame that called uvloop's C ``run_forever``).
-- ``site_index`` / ``call_name``: the frame a stall is attributed to (the innermost user frame,
-  as for patched calls) and what it was doing: the function it called, the C function its
-  current instruction calls, or ``PYTHON_CODE``.
+- ``site_index``: the frame a stall is attributed to (the innermost user frame, as for patched
+  calls); ``calls`` names what it was doing.
 - ``running_task``: the asyncio or trio task, with a copy of its ``contextvars`` context.
-- ``loops_on_stack``: the loops a thread runs, for loops started after the guard.
+- ``loops_on_stack``: the loops a thread runs, for loops that started before the watchdog.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextvars
-import dis
 import gc
-import linecache
+import os
 import sys
-import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
 from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo
 from ..core.state import exempt, request_context, state
+from .calls import CALL_OPS, PYTHON_CODE, call_name, top_call
+from .hooks import RUN_CODES
 
 __all__ = [
     "DISPATCH",
@@ -45,12 +44,9 @@ __all__ = [
     "running_task",
     "site_index",
     "task_boundary_asyncio",
+    "top_call",
     "trio_machinery",
 ]
-
-#: The call of a stall spent in the attributed frame's own bytecode.
-PYTHON_CODE = "Python code"
-
 
 def _codes(*functions: Any) -> frozenset[CodeType]:
     return frozenset(
@@ -105,20 +101,54 @@ class TaskInfo:
     exempt: bool = False
 
 
-def callback_frames(top: FrameType, boundary: CodeType | None) -> list[FrameType]:
-    """The frames of the callback running on a loop thread, innermost first ([] if idle)."""
+def callback_frames(
+    top: FrameType, boundary: CodeType | None, in_turn: bool = False
+) -> list[FrameType]:
+    """The frames of the callback running on a loop thread, innermost first ([] if idle).
+
+    ``in_turn``: the loop's own hook says a callback is running. A stack that then ends
+    without reaching the loop's dispatch frame belongs to a greenlet whose parent we cannot
+    reach (the frames of a greenlet stop at its first one): it is the callback.
+    """
     trio_codes = trio_machinery()
     frames: list[FrameType] = []
     frame: FrameType | None = top
     while frame is not None:
         code = frame.f_code
-        if code is boundary or code in DISPATCH or code is trio_codes.unrolled_run:
+        if (
+            code is boundary
+            or code in DISPATCH
+            or code in RUN_CODES
+            or code is trio_codes.unrolled_run
+        ):
             return frames
         if code in LOOP_INTERNALS or code is trio_codes.run:
             return []
         frames.append(frame)
-        frame = frame.f_back
-    return []  # not inside this loop at all (it stopped between two looks)
+        # (A frame with a callee above it waits in that call: its locals are safe to read.)
+        frame = frame.f_back or (_greenlet_parent(frame) if frame is not top else None)
+    # Not inside this loop at all (it stopped between two looks), or inside a greenlet.
+    return frames if in_turn else []
+
+
+def _greenlet_parent(frame: FrameType) -> FrameType | None:
+    """Where a greenback portal's greenlet came from: the task's own frames, suspended.
+
+    In offload mode a task's coroutine runs in a greenlet (``greenback``'s ``trampoline``) so
+    that sync code can wait for a worker thread. A greenlet's stack ends at its first frame,
+    not at the loop; its parent greenlet, suspended while it runs, holds the task's frames
+    (``greenback_shim``) down to the loop's dispatch frame.
+    """
+    impl = sys.modules.get("greenback._impl")
+    trampoline = getattr(getattr(impl, "trampoline", None), "__code__", None)
+    if trampoline is None or frame.f_code is not trampoline:
+        return None
+    try:
+        portal = frame.f_locals.get("portal_greenlet")
+        parent = getattr(portal, "gr_frame", None)
+    except Exception:
+        return None
+    return parent if isinstance(parent, FrameType) else None
 
 
 def site_index(infos: list[CodeInfo]) -> int:
@@ -148,71 +178,6 @@ def excluded_by_guard(infos: list[CodeInfo]) -> bool:
     if scope is None:
         return False
     return not any(i.module == p or i.module.startswith(p + ".") for i in infos for p in scope)
-
-
-# 3.11 runs a specialized call to a builtin inside PRECALL, so the frame stops there.
-_CALL_OPS = frozenset(
-    op for name, op in dis.opmap.items() if name.startswith("CALL") or name == "PRECALL"
-)
-
-
-def call_name(frames: list[FrameType], infos: list[CodeInfo], index: int) -> str:
-    """What the attributed frame is running: a callee's name, or ``Python code``."""
-    if index > 0:
-        callee = infos[index - 1]
-        if callee.kind == INTERNAL or not callee.module:
-            return callee.qualname
-        return f"{callee.module}.{callee.qualname}"
-    try:
-        name = _c_callee(frames[0])
-    except Exception:
-        name = None
-    return name or PYTHON_CODE
-
-
-def _c_callee(frame: FrameType) -> str | None:
-    """The callee of the call a frame is executing: a C function, which has no frame of its own."""
-    code = frame.f_code
-    lasti = frame.f_lasti
-    raw = code.co_code
-    positions = getattr(code, "co_positions", None)  # 3.11+
-    if positions is None or not 0 <= lasti < len(raw) or raw[lasti] not in _CALL_OPS:
-        return None
-    for offset, position in enumerate(positions()):
-        if offset == lasti // 2:
-            lineno, _, column, _ = position
-            break
-    else:
-        return None
-    if lineno is None or column is None:
-        return None
-    line = linecache.getline(code.co_filename, lineno).encode()  # columns count UTF-8 bytes
-    expression = line[column:].decode(errors="replace").split("(", 1)[0].strip()
-    parts = expression.split(".")
-    if not all(part.isidentifier() for part in parts):
-        return None
-    return _resolve(parts, frame.f_globals) or expression
-
-
-def _resolve(parts: list[str], namespace: Mapping[str, Any]) -> str | None:
-    """``module.function`` for a dotted name, through modules and classes only (no user code runs)."""
-    missing = object()
-    obj = namespace.get(parts[0], missing)
-    if obj is missing:
-        obj = vars(builtins).get(parts[0], missing)
-    if obj is missing:
-        return None
-    if isinstance(obj, types.ModuleType):
-        return ".".join([obj.__name__, *parts[1:]])
-    for part in parts[1:]:
-        if not isinstance(obj, type):
-            return None
-        obj = next((vars(k)[part] for k in obj.__mro__ if part in vars(k)), None)
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str):
-        return None
-    return qualname if module == "builtins" else f"{module}.{qualname}"
 
 
 def task_boundary_asyncio(loop: asyncio.AbstractEventLoop) -> CodeType | None:
@@ -282,7 +247,9 @@ def loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]
     depth = 0
     while frame is not None and depth < 500:
         code = frame.f_code
-        if code is _RUN_FOREVER or code is _RUNNER_RUN:
+        if frame is top and not _suspended(top):
+            pass  # caught between two instructions: its locals are not safe to read
+        elif code is _RUN_FOREVER or code is _RUNNER_RUN:
             owner = frame.f_locals.get("self")
             loop = owner if code is _RUN_FOREVER else getattr(owner, "_loop", None)
             if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
@@ -295,8 +262,23 @@ def loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]
                 yield runner, "trio", None
         frame = frame.f_back
         depth += 1
-    if not found and "uvloop" in sys.modules:
+    if not found and "uvloop" in sys.modules and _suspended(top):
         # uvloop's run_forever is C: an idle uvloop thread's innermost frame is its caller.
         for value in list(top.f_locals.values()):
             if isinstance(value, asyncio.AbstractEventLoop) and value.is_running():
                 yield value, "asyncio", top.f_code
+
+
+def _suspended(frame: FrameType) -> bool:
+    """Whether another thread's innermost frame waits in a call to C (so reading its locals is
+    safe): not our own code, and at a call instruction. CPython 3.11 can crash reading the
+    locals of a frame caught elsewhere (seen with a frame of ours entering a ``with``)."""
+    code = frame.f_code
+    if code.co_filename.startswith(_PACKAGE_DIR):
+        return False
+    lasti = frame.f_lasti
+    raw = code.co_code
+    return 0 <= lasti < len(raw) and raw[lasti] in CALL_OPS
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

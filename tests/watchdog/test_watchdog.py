@@ -276,7 +276,7 @@ def test_loops_started_after_activation_are_found(loop: str) -> None:
     truth: list[float] = []
 
     async def main() -> None:
-        await anyio.sleep(0.8)  # the monitor scans threads every 0.5 s
+        await anyio.sleep(0.05)  # watched from its start: the run hooks, no scan to wait for
         truth.append(spin(BLOCK))
         await anyio.sleep(0.1)
 
@@ -300,7 +300,7 @@ def test_a_stall_that_ends_the_run_is_reported(loop: str) -> None:
     truth: list[float] = []
 
     async def main() -> None:
-        await anyio.sleep(0.8)  # found by the monitor's scan
+        await anyio.sleep(0.05)
         truth.append(spin(BLOCK))  # the last thing the run does
 
     guard = bl.activate("log", watchdog=0.1)
@@ -357,7 +357,6 @@ def serve(app: FastAPI, server: tuple[str, str]) -> Any:
             while not uv.started:
                 assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
                 ORIGINAL_SLEEP(0.01)
-            ORIGINAL_SLEEP(0.6)  # let the watchdog find the server's loop
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 yield client
         finally:
@@ -426,7 +425,7 @@ def test_a_forked_worker_gets_its_own_monitor() -> None:
         pid = os.fork()
         if pid == 0:
             async def main():
-                await asyncio.sleep(0.7)  # found by the child's monitor
+                await asyncio.sleep(0.05)  # the child's monitor watches it from its start
                 deadline = time.perf_counter() + 0.3
                 while time.perf_counter() < deadline:
                     pass
