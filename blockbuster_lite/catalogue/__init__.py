@@ -23,7 +23,7 @@ from . import (
     time,
 )
 
-__all__ = ["FAMILIES", "all_targets"]
+__all__ = ["FAMILIES", "PROXIES", "all_targets"]
 
 FAMILIES: dict[str, tuple[Target, ...]] = {
     "time": time.TARGETS,
@@ -40,6 +40,11 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
     "sqlalchemy": sqlalchemy.TARGETS,
     "http_clients": http_clients.TARGETS,
 }
+
+
+#: (module, type name, factory): objects that exist before activation, proxied where a module
+#: global or a class attribute holds them (see core/rebind.py).
+PROXIES = (*threads.PROXIES,)
 
 
 def all_targets() -> tuple[Target, ...]:

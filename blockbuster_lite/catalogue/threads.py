@@ -156,6 +156,22 @@ def _rlock_factory(original: Any) -> Any:
     return _proxying_factory(original, _CheckedRLock, "RLock")
 
 
+def _existing_lock(lock: Any) -> Any:
+    return _CheckedLock(lock)
+
+
+def _existing_rlock(lock: Any) -> Any:
+    return _CheckedRLock(lock)
+
+
+#: Locks created before activation and held by a module global or class attribute: the name is
+#: rebound to a checked proxy around the same lock (core/rebind.py), so every holder still
+#: shares one lock. ``_thread.allocate_lock`` bound by name becomes the checking factory.
+PROXIES = (
+    ("_thread", "LockType", _existing_lock),
+    ("_thread", "RLock", _existing_rlock),
+)
+
 TARGETS = (
     # Every wait built on a Condition (Event.wait, Semaphore.acquire, Barrier.wait, Queue.get,
     # Queue.put, Queue.join, Future.result/exception, concurrent.futures.wait) reaches

@@ -16,6 +16,14 @@ lists each call and site. A test that checks them on purpose acknowledges them w
 are that test's business and do not fail it. Warn mode reports through pytest's warnings summary,
 log mode through captured logs.
 
+Patch early, decide late: when the session's mode is not off (option, ini or environment), the
+patches are installed once for the whole run at the earliest hook, before conftest files and test
+modules are imported, so a test module's import-time ``from time import sleep`` binds the
+wrapper; per-test guards then only set the mode. When only markers (or the ``blockbuster``
+fixture) ask for the sanitizer, the patches are installed once collection is done, and the names
+test modules bound at import are rebound to the wrappers (``core/rebind.py``). Mode off with no
+marker installs nothing.
+
 When ``BLOCKBUSTER_LITE_MODE`` is set, the start-up hook has already activated a process guard;
 the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). With the
 plugin off, no guard is created and nothing is patched.
@@ -75,6 +83,7 @@ class _TestRun:
 _settings_key = pytest.StashKey[Settings]()
 _run_key = pytest.StashKey[_TestRun]()
 _current: _TestRun | None = None
+_installed_key = pytest.StashKey[bool]()
 
 
 TestSettings = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # mode, allow, scope
@@ -140,12 +149,74 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("blockbuster_allow", ALLOW_HELP, type="linelist", default=[])
 
 
+def _early_mode(config: pytest.Config) -> str:
+    """The session's mode as known before conftest files load (option > env > ini)."""
+    option = getattr(config.known_args_namespace, "blockbuster_mode", None)
+    try:
+        ini = config.getini("blockbuster_mode")
+    except (ValueError, KeyError):
+        ini = ""
+    for value in (option, os.environ.get(ENV_MODE), ini):
+        if value and str(value).strip():
+            return str(value).strip().lower()
+    return "off"
+
+
+def _install_for_the_run(config: pytest.Config) -> None:
+    """Install the patches once, for the whole run (released in pytest_unconfigure)."""
+    if config.stash.get(_installed_key, False):
+        return
+    from ..core.patcher import patcher
+
+    patcher.acquire()
+    config.stash[_installed_key] = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    if _early_mode(early_config) != "off":
+        try:
+            import blockbuster_lite  # noqa: F401  (registers the catalogue)
+        except ImportError:  # pragma: no cover
+            return
+        _install_for_the_run(early_config)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[_settings_key] = resolve_settings(config)
+    config.stash[_settings_key] = settings = resolve_settings(config)
+    if settings.mode != "off":
+        import blockbuster_lite  # noqa: F401  (registers the catalogue)
+
+        _install_for_the_run(config)  # a no-op when pytest_load_initial_conftests did it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Markers or the fixture ask for the sanitizer: install once, rebinding what modules bound."""
+    config = session.config
+    if config.stash.get(_installed_key, False):
+        return
+    for item in session.items:
+        marker = item.get_closest_marker("blockbuster")
+        mode = None
+        if marker is not None:
+            mode = marker.kwargs.get("mode", marker.args[0] if marker.args else "raise")
+        elif "blockbuster" in getattr(item, "fixturenames", ()):
+            mode = "raise"
+        if mode is not None and str(mode).strip().lower() != "off":
+            import blockbuster_lite  # noqa: F401
+
+            _install_for_the_run(config)
+            return
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_installed_key, False):
+        from ..core.patcher import patcher
+
+        config.stash[_installed_key] = False
+        patcher.release()
     state_module = sys.modules.get("blockbuster_lite.core.state")
     if state_module is not None:
         state = state_module.state
