@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..core.targets import Target
 from . import (
     builtins,
+    file_io,
     files,
     http_clients,
     processes,
@@ -21,6 +22,7 @@ from . import (
     sqlite3,
     threads,
     time,
+    waits,
 )
 
 __all__ = ["FAMILIES", "PROXIES", "all_targets"]
@@ -31,6 +33,7 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
     "sockets": sockets.TARGETS,
     "processes": processes.TARGETS,
     "threads": threads.TARGETS,
+    "waits": waits.TARGETS,
     "sqlite3": sqlite3.TARGETS,
     "input": builtins.TARGETS,
     "psycopg2": psycopg2.TARGETS,
@@ -44,7 +47,7 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
 
 #: (module, type name, factory): objects that exist before activation, proxied where a module
 #: global or a class attribute holds them (see core/rebind.py).
-PROXIES = (*threads.PROXIES,)
+PROXIES = (*threads.PROXIES, *file_io.PROXIES)
 
 
 def all_targets() -> tuple[Target, ...]:

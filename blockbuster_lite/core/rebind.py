@@ -24,6 +24,7 @@ Python. Modules scanned before whose ``__dict__`` has not changed size are skipp
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
@@ -59,6 +60,7 @@ def _resolve_proxies() -> None:
     for (module_name, name), factory in _PROXY_TABLE.items():
         module = sys.modules.get(module_name)
         kind = getattr(module, name, None)
+        kind = getattr(kind, "__wrapped__", kind)  # a type patched by a factory
         if isinstance(kind, type):
             _PROXIES[kind] = factory
 
@@ -97,8 +99,8 @@ _values_of = methodcaller("values")
 @dataclass
 class Rebinder:
     swaps: list[_Swap] = field(default_factory=list)
-    #: module name -> (id of its __dict__, its size) when last scanned without a hit
-    _clean: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: module name -> (the module, its __dict__'s size) when last scanned without a hit
+    _clean: dict[str, tuple[weakref.ref[ModuleType], int]] = field(default_factory=dict)
     #: modules present when the rebinding was done (the ones scanned, or known clean)
     _present: set[str] = field(default_factory=set)
     _originals: dict[int, Any] = field(default_factory=dict)  # id(replacement) -> original
@@ -156,8 +158,8 @@ class Rebinder:
 
     def _scan(self, name: str, module: ModuleType, table: dict[int, Any], record: bool) -> None:
         namespace = module.__dict__
-        key = (id(namespace), len(namespace))
-        if record and self._clean.get(name) == key:
+        known = self._clean.get(name)
+        if record and known is not None and known[0]() is module and known[1] == len(namespace):
             return
         try:
             hit = self._scan_namespace(namespace, table, record)
@@ -172,7 +174,7 @@ class Rebinder:
             if hit:
                 self._clean.pop(name, None)
             else:
-                self._clean[name] = (id(namespace), len(namespace))
+                self._clean[name] = (weakref.ref(module), len(namespace))
 
     def _scan_namespace(self, namespace: dict[str, Any], table: dict[int, Any], record: bool) -> bool:
         values = namespace.values()

@@ -174,11 +174,8 @@ def _install_for_the_run(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # importing this module ran the package's __init__, which registered the catalogue
     if _early_mode(early_config) != "off":
-        try:
-            import blockbuster_lite  # noqa: F401  (registers the catalogue)
-        except ImportError:  # pragma: no cover
-            return
         _install_for_the_run(early_config)
 
 
@@ -187,8 +184,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.stash[_settings_key] = settings = resolve_settings(config)
     if settings.mode != "off":
-        import blockbuster_lite  # noqa: F401  (registers the catalogue)
-
         _install_for_the_run(config)  # a no-op when pytest_load_initial_conftests did it
 
 
@@ -205,8 +200,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         elif "blockbuster" in getattr(item, "fixturenames", ()):
             mode = "raise"
         if mode is not None and str(mode).strip().lower() != "off":
-            import blockbuster_lite  # noqa: F401
-
             _install_for_the_run(config)
             return
 
