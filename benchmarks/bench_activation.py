@@ -47,10 +47,26 @@ def _import_the_application() -> None:
     import pkgutil
     import warnings
 
-    for package in (fastapi, sqlalchemy, pydantic, httpx):
+    # and the rest of such an application's stack: server, clients, drivers, the standard library
+    extra = ("starlette", "uvicorn", "anyio", "httpcore", "h11", "trio", "psycopg", "redis",
+             "requests", "urllib3", "pydantic_core", "email", "xml", "http", "urllib", "json",
+             "logging", "concurrent", "asyncio", "multiprocessing", "unittest", "sqlite3",
+             "importlib", "encodings", "ctypes", "html", "wsgiref", "zoneinfo", "dbm", "curses",
+             "idna", "certifi", "charset_normalizer", "click", "attr", "greenlet", "outcome")  # fmt: skip
+    packages = [fastapi, sqlalchemy, pydantic, httpx]
+    for name in extra:
+        try:
+            packages.append(__import__(name))
+        except Exception:
+            continue
+    for package in packages:
+        if not hasattr(package, "__path__"):
+            continue
         prefix = package.__name__ + "."
         for info in pkgutil.walk_packages(package.__path__, prefix, onerror=lambda name: None):
-            if ".tests" in info.name or "testing" in info.name or "mypy" in info.name:
+            skip = (".tests", "testing", "mypy", "__main__", "idlelib", "turtledemo", "_test",
+                    "test_", ".test")  # fmt: skip
+            if any(part in info.name for part in skip):
                 continue
             try:
                 with warnings.catch_warnings():

@@ -13,8 +13,8 @@ import wrapt
 
 from ..core.hotpath import make_handler
 from ..core.targets import Target
-from .file_io import open_with_checked_raw
 from ._predicates import _MISSING, argument, blocking_fd, first_fd_blocks
+from .file_io import open_with_checked_raw
 
 ADVICE = (
     "use anyio.Path / await anyio.open_file(), or offload with await anyio.to_thread.run_sync(...)"
@@ -22,8 +22,9 @@ ADVICE = (
 
 
 def _opens_a_file(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    # wrapping a descriptor that is already open touches no path (its reads are checked later)
     file = argument(args, kwargs, 0, "file")
-    return not (isinstance(file, int) and file in (0, 1, 2))
+    return not isinstance(file, int)
 
 
 def _sendfile_blocks(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

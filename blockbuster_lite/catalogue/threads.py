@@ -195,6 +195,7 @@ def _replace_condition_init(original: Any) -> Any:
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     __init__.__qualname__ = original.__qualname__
+    __init__.__module__ = original.__module__
     __init__.__doc__ = original.__doc__
     return __init__
 

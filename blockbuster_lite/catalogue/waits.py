@@ -155,7 +155,10 @@ def _replace_selector_select(target: Target) -> Any:
                 return ready
             return handler(original, None, (self, timeout), {})
 
-        select.__name__ = select.__qualname__ = "select"
+        # pickles by reference (selectors.EpollSelector.select) and copies to itself
+        select.__name__ = original.__name__
+        select.__qualname__ = original.__qualname__
+        select.__module__ = original.__module__
         select.__doc__ = original.__doc__
         select.__wrapped__ = original  # type: ignore[attr-defined]
         return select
@@ -227,7 +230,11 @@ def _replace_simple_queue(original: Any) -> Any:
                 raise
         return handler(original.get, self, (self, block, timeout), {})
 
-    namespace = {"get": get, "__module__": original.__module__, "__doc__": original.__doc__}
+    get.__qualname__ = f"{original.__name__}.get"
+    get.__module__ = "queue"
+    get.__doc__ = original.get.__doc__
+    # "queue.SimpleQueue" pickles by reference to this class while active (and to the C type after)
+    namespace = {"get": get, "__module__": "queue", "__doc__": original.__doc__}
     return _Meta(original.__name__, (original,), namespace)
 
 
