@@ -69,6 +69,10 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     ("concurrent.futures.thread", "ThreadPoolExecutor.submit"),
     # a few bytes into the process pool's self-pipe, drained by its manager thread
     ("concurrent.futures.process", "_ThreadWakeup.wakeup"),
+    # redis.asyncio looks its own version up (importlib.metadata) for every new connection: real
+    # I/O, but no user can avoid it and it would flag every redis.asyncio program; kept exempt
+    # until a curated default-allow list exists for such known library calls
+    ("redis.utils", "get_lib_version"),
     # reading a Connection: checked as Connection.recv/poll when it would wait (catalogue/waits)
     ("multiprocessing.connection", "Connection._recv"),
     ("asyncio.base_events", None),  # the loop's own selector, executor and self-pipe
