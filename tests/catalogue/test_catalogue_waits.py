@@ -124,7 +124,7 @@ def test_a_contended_file_lock_is_caught(loop: str, name: str, lock_file: Path) 
     holder = open(lock_file, "w")  # noqa: SIM115
     if name == "flock":
         fcntl.flock(holder, fcntl.LOCK_EX)
-    release = threading.Timer(0.03, lambda: fcntl.flock(holder, fcntl.LOCK_UN))
+    release = threading.Timer(0.3, lambda: fcntl.flock(holder, fcntl.LOCK_UN))
     if name == "lockf":  # POSIX locks belong to the process: contend from a child
         holder.close()
         child = multiprocessing.get_context("fork").Process(target=_hold_lockf, args=(lock_file,))
