@@ -47,7 +47,7 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
 
 #: (module, type name, factory): objects that exist before activation, proxied where a module
 #: global or a class attribute holds them (see core/rebind.py).
-PROXIES = (*threads.PROXIES, *file_io.PROXIES)
+PROXIES = (*threads.PROXIES, *file_io.PROXIES, *sqlite3.PROXIES)
 
 
 def all_targets() -> tuple[Target, ...]:

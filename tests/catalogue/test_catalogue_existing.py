@@ -85,3 +85,50 @@ def test_the_proxy_shares_the_lock_and_the_original_comes_back(made_early: Any) 
         assert not original.locked()
     assert made_early.LOCK is original
     assert made_early.Cache.lock.__class__ is type(original)
+
+
+SQLITE_SOURCE = """
+    import sqlite3
+    DB = sqlite3.connect(":memory:", check_same_thread=False)
+    DB.execute("create table t (x)")
+
+    class Settings:
+        db = DB
+"""
+
+
+@pytest.fixture
+def settings_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    module = write_module(tmp_path, "settings_early", SQLITE_SOURCE, monkeypatch)
+    yield module
+    module.DB.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_sqlite_connection_made_before_activation_is_checked(
+    loop: str, settings_module: Any
+) -> None:
+    original = settings_module.DB
+    with bl.intercept("log") as guard:
+
+        def query() -> None:
+            settings_module.DB.execute("insert into t values (1)")
+            settings_module.DB.commit()
+            settings_module.Settings.db.cursor().execute("select x from t").fetchall()
+
+        call_on(loop, query)
+        assert isinstance(settings_module.DB, type(original))
+        settings_module.DB.row_factory = None  # attributes reach the real connection
+    assert settings_module.DB is original
+    assert calls(guard) == [
+        "sqlite3.Cursor.execute", "sqlite3.Connection.commit", "sqlite3.Cursor.execute",
+        "sqlite3.Cursor.fetchall",
+    ]  # fmt: skip
+
+
+def test_a_sqlite_connection_made_before_activation_off_the_loop_is_clean(
+    settings_module: Any,
+) -> None:
+    with bl.intercept("raise") as guard:
+        settings_module.DB.execute("select 1").fetchall()
+    assert calls(guard) == []
