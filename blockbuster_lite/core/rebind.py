@@ -10,7 +10,7 @@ open file) are swapped for a checked proxy around the same object, by the proxy 
 catalogue registers. Every swap is recorded and undone exactly on the last deactivate, and only
 where the name still holds what we put there: a user's later assignment is never clobbered.
 
-What is skipped: this package, wrapt, and the standard library entirely (its modules hold the
+What is skipped: this package, wrapt, pytest and debugger internals, and the standard library entirely (its modules hold the
 originals themselves, compare them by identity, and run the event loop; none of them is user
 code). Modules imported while active bind the replacement by themselves, since their
 ``from time import sleep`` runs after patching; on the last deactivate those are scanned once,
@@ -39,10 +39,12 @@ __all__ = ["ProxyFactory", "Rebinder", "register_proxy"]
 #: ``(obj) -> proxy or None``: a checked stand-in sharing ``obj``'s state (None: leave it).
 ProxyFactory = Callable[[Any], Any]
 
-#: Top-level packages never rebound inside.
-_SKIPPED_PACKAGES = frozenset({"blockbuster_lite", "wrapt", "__mp_main__"}) | frozenset(
-    sys.stdlib_module_names
-)
+#: Top-level packages never rebound inside: this package, wrapt, the standard library, and the
+#: test and debugging machinery whose calls are exempt anyway (core/policy.py's MACHINERY).
+_SKIPPED_PACKAGES = frozenset(
+    {"blockbuster_lite", "wrapt", "__mp_main__", "_pytest", "pytest", "pluggy", "coverage",
+     "pydevd", "_pydevd_bundle", "_pydev_bundle", "debugpy"}  # fmt: skip
+) | frozenset(sys.stdlib_module_names)
 
 #: (module, type name) -> proxy factory, filled by the catalogue; resolved at each activation
 #: from the modules imported then (a type of a module never imported has no instances).
