@@ -10,9 +10,9 @@ open file) are swapped for a checked proxy around the same object, by the proxy 
 catalogue registers. Every swap is recorded and undone exactly on the last deactivate, and only
 where the name still holds what we put there: a user's later assignment is never clobbered.
 
-What is skipped: this package, wrapt, pytest and debugger internals, and the standard library entirely (its modules hold the
-originals themselves, compare them by identity, and run the event loop; none of them is user
-code). Modules imported while active bind the replacement by themselves, since their
+What is skipped: this package, wrapt, pytest and debugger internals, and the standard library
+entirely (its modules hold the originals themselves, compare them by identity, and run the event
+loop; none of them is user code). Modules imported while active bind the replacement by themselves, since their
 ``from time import sleep`` runs after patching; on the last deactivate those are scanned once,
 so that they get the originals back.
 
