@@ -41,10 +41,13 @@ ProxyFactory = Callable[[Any], Any]
 
 #: Top-level packages never rebound inside: this package, wrapt, the standard library, and the
 #: test and debugging machinery whose calls are exempt anyway (core/policy.py's MACHINERY).
+_MACHINERY_PACKAGES = (
+    "_pytest", "pytest", "pluggy", "coverage", "pydevd", "_pydevd_bundle", "_pydev_bundle",
+    "debugpy",
+)  # fmt: skip
 _SKIPPED_PACKAGES = frozenset(
-    {"blockbuster_lite", "wrapt", "__mp_main__", "_pytest", "pytest", "pluggy", "coverage",
-     "pydevd", "_pydevd_bundle", "_pydev_bundle", "debugpy"}  # fmt: skip
-) | frozenset(sys.stdlib_module_names)
+    {"blockbuster_lite", "wrapt", "__mp_main__", *_MACHINERY_PACKAGES, *sys.stdlib_module_names}
+)
 
 #: (module, type name) -> proxy factory, filled by the catalogue; resolved at each activation
 #: from the modules imported then (a type of a module never imported has no instances).

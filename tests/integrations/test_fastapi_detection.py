@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pydantic
@@ -28,7 +28,7 @@ def make_app() -> FastAPI:
     app = FastAPI()
 
     @app.post("/items")
-    async def create(item: Item, params: dict[str, Any] = Depends(common)) -> dict[str, Any]:
+    async def create(item: Item, params: Annotated[dict[str, Any], Depends(common)]) -> dict[str, Any]:
         return {"item": item.model_dump(), **params}
 
     @app.get("/version")
