@@ -104,6 +104,21 @@ def _setup_open(resources: Resources) -> tuple[dict[str, Any], Callable[[], None
     return {"path": resources.small_file}, _nothing
 
 
+def _setup_open_file(resources: Resources) -> tuple[dict[str, Any], Callable[[], None]]:
+    """A file opened under the measured mode (while active: C layers over a checked raw file)."""
+    lines = os.path.join(resources.directory, "lines.txt")
+    if not os.path.exists(lines):
+        with open(lines, "w") as out:
+            out.write("a line of text\n" * 100)
+    small, text = open(resources.small_file, "rb"), open(lines)  # noqa: SIM115
+
+    def close() -> None:
+        small.close()
+        text.close()
+
+    return {"f": small, "t": text}, close
+
+
 def _socketpair(blocking: bool) -> tuple[dict[str, Any], Callable[[], None]]:
     a, b = socket.socketpair()
     a.setblocking(blocking)
@@ -185,6 +200,8 @@ def off_loop_cases() -> list[Case]:
             _setup_open,
             "read only",
         ),
+        Case("f.read() of a small file", "f.seek(0); f.read()", _setup_open_file),
+        Case("readline iteration (100 lines)", "t.seek(0)\nfor _ in t: pass", _setup_open_file),
         Case("blocking socket send+recv", "a.send(b'x'); b.recv(16)", _setup_blocking_socket),
         Case("sqlite3 cursor.execute('select 1')", "cur.execute('select 1')", _setup_sqlite),
         Case(

@@ -16,6 +16,7 @@ import sys as _sys
 
 from . import offload as _offload  # registers the offload action (its engine loads lazily)
 from . import watchdog as _watchdog  # registers the watchdog
+from .catalogue import PROXIES as _PROXIES
 from .catalogue import all_targets as _all_targets
 from .core.allow import allow_blocking as allow_blocking
 from .core.config import ConfigError as ConfigError
@@ -26,6 +27,7 @@ from .core.guard import activate_from_env as activate_from_env
 from .core.guard import deactivate as deactivate
 from .core.guard import intercept as intercept
 from .core.patcher import patcher as _patcher
+from .core.rebind import register_proxy as _register_proxy
 from .core.report import BlockingCallError as BlockingCallError
 from .core.report import BlockingCallWarning as BlockingCallWarning
 from .core.report import Violation as Violation
@@ -51,5 +53,7 @@ __all__ = (
 )
 
 _patcher.register(_all_targets())
+for _proxy in _PROXIES:
+    _register_proxy(*_proxy)
 _apply_warning_options(_sys.warnoptions)
-del _offload, _watchdog, _otel, _servers
+del _offload, _watchdog, _otel, _servers, _proxy

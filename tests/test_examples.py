@@ -102,10 +102,12 @@ def test_dev_app_in_warn_mode_names_each_blocking_line_once() -> None:
     assert fixed.json() == {"name": "user-42", "theme": "dark"}
     warnings = [line for line in log.splitlines() if "BlockingCallWarning: " in line]
     open_site = f"examples/dev_app.py:{line_of(source, 'with open(SETTINGS')}"
+    read_site = f"examples/dev_app.py:{line_of(source, 'json.load(file)')}"
     sleep_site = f"examples/dev_app.py:{line_of(source, 'time.sleep(0.05)')}"
-    assert len(warnings) == 2, log
+    assert len(warnings) == 3, log
     assert f"Blocking call to open() in async context at {open_site} in profile" in warnings[0]
-    assert f"time.sleep() in async context at {sleep_site} in _slow_lookup" in warnings[1]
+    assert f"Blocking call to file.read() in async context at {read_site} in profile" in warnings[1]
+    assert f"time.sleep() in async context at {sleep_site} in _slow_lookup" in warnings[2]
 
 
 def test_staging_app_in_raise_mode_fails_the_request_and_logs_the_site() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..core.targets import Target
 from . import (
     builtins,
+    file_io,
     files,
     http_clients,
     processes,
@@ -21,9 +22,10 @@ from . import (
     sqlite3,
     threads,
     time,
+    waits,
 )
 
-__all__ = ["FAMILIES", "all_targets"]
+__all__ = ["FAMILIES", "PROXIES", "all_targets"]
 
 FAMILIES: dict[str, tuple[Target, ...]] = {
     "time": time.TARGETS,
@@ -31,6 +33,7 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
     "sockets": sockets.TARGETS,
     "processes": processes.TARGETS,
     "threads": threads.TARGETS,
+    "waits": waits.TARGETS,
     "sqlite3": sqlite3.TARGETS,
     "input": builtins.TARGETS,
     "psycopg2": psycopg2.TARGETS,
@@ -40,6 +43,11 @@ FAMILIES: dict[str, tuple[Target, ...]] = {
     "sqlalchemy": sqlalchemy.TARGETS,
     "http_clients": http_clients.TARGETS,
 }
+
+
+#: (module, type name, factory): objects that exist before activation, proxied where a module
+#: global or a class attribute holds them (see core/rebind.py).
+PROXIES = (*threads.PROXIES, *file_io.PROXIES, *sqlite3.PROXIES)
 
 
 def all_targets() -> tuple[Target, ...]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import sqlite3
+from functools import cache
 from typing import Any
 
 from ..core.hotpath import make_method
@@ -94,3 +96,72 @@ def make_classes(advice: str) -> tuple[type, Any]:
         return checked
 
     return cursor_class, checked_factory
+
+
+@cache
+def _proxy_class(advice: str) -> type:
+    cursor_class, _ = make_classes(advice)
+
+    class CheckedConnection:
+        """A connection made before activation: its queries run through checked cursors."""
+
+        __slots__ = ("__weakref__", "_bbl_conn")
+
+        def __init__(self, connection: Any) -> None:
+            object.__setattr__(self, "_bbl_conn", connection)
+
+        def cursor(self, factory: Any = cursor_class) -> Any:
+            return self._bbl_conn.cursor(factory)
+
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            return self.cursor().execute(*args, **kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            return self.cursor().executemany(*args, **kwargs)
+
+        def executescript(self, *args: Any, **kwargs: Any) -> Any:
+            return self.cursor().executescript(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._bbl_conn, name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            setattr(self._bbl_conn, name, value)
+
+        def __enter__(self) -> Any:
+            self._bbl_conn.__enter__()
+            return self
+
+        def __exit__(self, *exc_info: Any) -> Any:
+            return self._bbl_conn.__exit__(*exc_info)
+
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:
+            return type(self._bbl_conn)
+
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            return self._bbl_conn.__reduce_ex__(protocol)  # refuses like the connection
+
+        def __copy__(self) -> Any:
+            return copy.copy(self._bbl_conn)
+
+        def __deepcopy__(self, memo: Any) -> Any:
+            return copy.deepcopy(self._bbl_conn, memo)
+
+        def __repr__(self) -> str:
+            return repr(self._bbl_conn)
+
+    for name in ("commit", "rollback", "backup"):
+        target = Target("sqlite3", f"Connection.{name}", f"sqlite3.Connection.{name}", None, advice)
+
+        def unbound(self: Any, *args: Any, _name: str = name, **kwargs: Any) -> Any:
+            return getattr(self._bbl_conn, _name)(*args, **kwargs)
+
+        method = make_method(target, unbound)
+        method.__name__ = name
+        setattr(CheckedConnection, name, method)
+    return CheckedConnection
+
+
+def proxy_for(connection: Any, advice: str) -> Any:
+    return _proxy_class(advice)(connection)

@@ -1,17 +1,20 @@
 """Files and the filesystem.
 
-Opening a file, and the ``os`` functions that touch the disk, are patched. Reads and writes on a
-file object that is already open are not: ``io``'s C types cannot be patched without rewriting
-the interpreter's type objects (forbiddenfruit), which we refuse to do. ``os.read``/``os.write``
-on blocking descriptors are caught; long reads of already-open files show up in the watchdog.
+Opening a file, and the ``os`` functions that touch the disk, are patched. Reads and writes on
+the files ``open`` returns are checked where their syscalls run (see file_io.py: the C layers
+over a checked raw file). ``os.read``/``os.write`` on blocking descriptors are caught.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import wrapt
+
+from ..core.hotpath import make_handler
 from ..core.targets import Target
 from ._predicates import _MISSING, argument, blocking_fd, first_fd_blocks
+from .file_io import open_with_checked_raw
 
 ADVICE = (
     "use anyio.Path / await anyio.open_file(), or offload with await anyio.to_thread.run_sync(...)"
@@ -19,8 +22,9 @@ ADVICE = (
 
 
 def _opens_a_file(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    # wrapping a descriptor that is already open touches no path (its reads are checked later)
     file = argument(args, kwargs, 0, "file")
-    return not (isinstance(file, int) and file in (0, 1, 2))
+    return not isinstance(file, int)
 
 
 def _sendfile_blocks(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -50,9 +54,53 @@ SHUTIL_FUNCTIONS = (
     "rmtree", "move", "disk_usage", "chown", "which", "make_archive", "unpack_archive",
 )  # fmt: skip
 
+def _open(module: str) -> Target:
+    """``open``, which also builds files whose reads and writes are checked (file_io.py)."""
+    decided = Target(module, "open", "open", _opens_a_file, ADVICE)
+
+    def replace(original: Any) -> Any:
+        handler = make_handler(decided)
+        opener = open_with_checked_raw(original)
+
+        def open_(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return handler(opener, instance, args, kwargs)
+
+        return wrapt.FunctionWrapper(original, open_)
+
+    return Target(module, "open", "open", _opens_a_file, ADVICE, replace=replace)
+
+
+def _rolls_over(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return not instance._rolled
+
+
+MIMETYPES_ADVICE = "call mimetypes.init() once at start-up, before the loop runs"
+
+#: I/O behind pure-looking APIs: the working directory (``os.path.abspath``/``realpath`` of a
+#: relative path, ``Path.cwd``, ``Path.resolve`` reach it), mimetypes reading its tables on first
+#: use (later look-ups are memory), a SpooledTemporaryFile rolling over to disk.
+HIDDEN_IO = (
+    _os("getcwd"),
+    _os("getcwdb"),
+    Target("mimetypes", "init", "mimetypes.init", None, MIMETYPES_ADVICE),
+    Target("mimetypes", "MimeTypes.read", "mimetypes.MimeTypes.read", None, MIMETYPES_ADVICE),
+    Target(
+        "tempfile", "SpooledTemporaryFile.rollover", "tempfile.SpooledTemporaryFile.rollover",
+        _rolls_over, ADVICE,
+    ),
+)
+
+#: One report for the whole call (its open and its reads or writes run inside it).
+PATHLIB_WHOLE_FILE = tuple(
+    Target("pathlib", f"Path.{name}", f"pathlib.Path.{name}", None, ADVICE)
+    for name in ("read_text", "read_bytes", "write_text", "write_bytes")
+)
+
 TARGETS = (
-    Target("builtins", "open", "open", _opens_a_file, ADVICE),
-    Target("io", "open", "open", _opens_a_file, ADVICE),
+    *HIDDEN_IO,
+    *PATHLIB_WHOLE_FILE,
+    _open("builtins"),
+    _open("io"),
     Target("os", "open", "os.open", None, ADVICE),
     Target("os", "sendfile", "os.sendfile", _sendfile_blocks, ADVICE),
     *(_os(name) for name in OS_PATH_FUNCTIONS),

@@ -3,8 +3,9 @@
 ``sqlite3.Connection`` and ``sqlite3.Cursor`` are immutable C types. ``sqlite3.connect`` is
 wrapped to build its connection from a subclass (through the ``factory`` argument, subclassing a
 custom factory if one is given) whose query methods are checked, so
-``isinstance(conn, sqlite3.Connection)`` stays true. Connections made before activation are not
-checked; iterating a cursor row by row is not checked (``fetch*`` are).
+``isinstance(conn, sqlite3.Connection)`` stays true. A connection made before activation and held
+by a module global or a class attribute is rebound to a checked proxy around it while active;
+iterating a cursor row by row is not checked (``fetch*`` are).
 """
 
 from __future__ import annotations
@@ -40,5 +41,15 @@ def _replace_connect(original: Any) -> Any:
 
     return Wrapper(original, connect, None, ("sqlite3", "connect"))
 
+
+def _existing_connection(connection: Any) -> Any:
+    """A checked proxy for a connection made before activation (a settings module's)."""
+    from ._sqlite3_checked import proxy_for
+
+    return proxy_for(connection, ADVICE)
+
+
+#: Connections made before activation and held by a module global or a class attribute.
+PROXIES = (("sqlite3", "Connection", _existing_connection),)
 
 TARGETS = (Target("sqlite3", "connect", "sqlite3.connect", None, ADVICE, replace=_replace_connect),)

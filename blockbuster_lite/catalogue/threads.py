@@ -20,6 +20,7 @@ process.
 
 from __future__ import annotations
 
+import _thread
 import functools
 import operator
 import sys
@@ -198,9 +199,75 @@ def _lock_factory(original: Any) -> Any:
     return _proxying_factory(original, _CheckedLock, "Lock")
 
 
+def _stdlib_caller() -> bool:
+    name = sys._getframe(2).f_globals.get("__name__") or ""
+    return name.partition(".")[0] in sys.stdlib_module_names
+
+
+def _thread_factory(original: Any, proxy: type[_CheckedLock], name: str) -> Any:
+    """``_thread.allocate_lock``: the import system and the rest of the standard library call it
+    at run time; only locks made outside it are checked. (``_thread.RLock`` is a type that
+    ``isinstance`` checks use, so it stays; its instances are checked when a module holds one.)"""
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        lock = original(*args, **kwargs)
+        return lock if _stdlib_caller() else proxy(lock)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__wrapped__ = original  # type: ignore[attr-defined]
+    factory.__doc__ = original.__doc__
+    return factory
+
+
+def _replace_condition_init(original: Any) -> Any:
+    """A Condition made by user code waits on its own lock through a checked proxy.
+
+    ``with cond:`` and ``cond.acquire()`` on a contended Condition wait on that lock, not in
+    ``Condition.wait``. Conditions made inside threading, queue or concurrent.futures (Event,
+    Queue, Future) keep their raw lock: the mutex they hold only for a moment is no wait.
+    """
+
+    def __init__(self: Any, lock: Any = None) -> None:
+        original(self, lock)
+        caller = sys._getframe(1).f_globals.get("__name__") or ""
+        if caller.partition(".")[0] in sys.stdlib_module_names:
+            return
+        raw = self._lock
+        if isinstance(raw, _CheckedLock):
+            return
+        proxy = (_CheckedLock if type(raw) is _LOCK_TYPE else _CheckedRLock)(raw)
+        self._lock = proxy
+        self.acquire = proxy.acquire
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    __init__.__qualname__ = original.__qualname__
+    __init__.__module__ = original.__module__
+    __init__.__doc__ = original.__doc__
+    return __init__
+
+
+_LOCK_TYPE = _thread.LockType
+
+
 def _rlock_factory(original: Any) -> Any:
     return _proxying_factory(original, _CheckedRLock, "RLock")
 
+
+def _existing_lock(lock: Any) -> Any:
+    return _CheckedLock(lock)
+
+
+def _existing_rlock(lock: Any) -> Any:
+    return _CheckedRLock(lock)
+
+
+#: Locks created before activation and held by a module global or class attribute: the name is
+#: rebound to a checked proxy around the same lock (core/rebind.py), so every holder still
+#: shares one lock. ``_thread.allocate_lock`` bound by name becomes the checking factory.
+PROXIES = (
+    ("_thread", "LockType", _existing_lock),
+    ("_thread", "RLock", _existing_rlock),
+)
 
 TARGETS = (
     # Every wait built on a Condition (Event.wait, Semaphore.acquire, Barrier.wait, Queue.get,
@@ -218,4 +285,8 @@ TARGETS = (
     Target("threading", "Thread.join", "threading.Thread.join", _join_waits, ADVICE, offload=False),
     Target("threading", "Lock", "threading.Lock", replace=_lock_factory, offload=False),
     Target("threading", "RLock", "threading.RLock", replace=_rlock_factory, offload=False),
+    Target("_thread", "allocate_lock", "_thread.allocate_lock", offload=False,
+           replace=lambda original: _thread_factory(original, _CheckedLock, "allocate_lock")),
+    Target("threading", "Condition.__init__", "threading.Condition", offload=False,
+           replace=_replace_condition_init),
 )  # fmt: skip

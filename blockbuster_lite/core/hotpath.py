@@ -266,7 +266,7 @@ def checked_call(
         predicate = target.predicate
         blocking = predicate is None or predicate(instance, args, kwargs)
         if blocking:
-            if guard._seen and not guard.allow:
+            if guard._seen and not guard.allow and guard.scope is None:
                 # Called straight from a user frame this guard has reported at (warn, log):
                 # locate() would pick that very frame, so the counted path needs no walk.
                 caller = sys._getframe(2)

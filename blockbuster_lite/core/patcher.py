@@ -23,6 +23,7 @@ import wrapt
 
 from .hotpath import make_handler, make_method
 from .loop import note_trio_imported, on_loop_thread, trio_state
+from .rebind import rebinder
 from .report import logger
 from .targets import Predicate, Target
 from .transparent import Wrapper, shadow, unshadow
@@ -167,8 +168,11 @@ class Patcher:
                 return
             self.refcount -= 1
             if self.refcount == 0:
-                self._uninstall(list(self._applied.values()))
-                unshadow()
+                try:
+                    rebinder.unbind()
+                finally:
+                    self._uninstall(list(self._applied.values()))
+                    unshadow()
 
     def registered(self) -> int:
         """How many targets are known (patched now, or when their module is imported)."""
@@ -190,6 +194,10 @@ class Patcher:
             self._uninstall(installed)
             unshadow()
             raise
+        try:
+            rebinder.bind((a.original, a.replacement) for a in installed)
+        except Exception:  # never fatal: the patched attributes themselves are in place
+            logger.exception("blockbuster_lite: could not rebind names bound before activation")
         for module_name in [*self._targets, "trio"]:
             if module_name not in self._hooked:
                 self._hooked.add(module_name)
@@ -217,6 +225,7 @@ class Patcher:
                     continue
                 replacement, asyncio_only = _build(item.target, item.owner, item.original)
                 setattr(item.owner, item.name, replacement)
+                rebinder.update(item.replacement, replacement, item.original)
                 self._applied[key] = self._built[key] = _Applied(
                     item.target, item.owner, item.name, item.had_own, item.original,
                     replacement, asyncio_only,

@@ -42,10 +42,17 @@ _STDLIB_DIRS = tuple(
 
 # The framework's own machinery: a blocking call reached through one of these, before any user
 # frame, is not the user's doing. Each entry is (module, qualified function or None for all).
+# Machinery is an operation the runtime must do and the user cannot avoid, not a whole package:
+# the import system loading a module is exempt, ``importlib.metadata`` scanning ``sys.path``,
+# ``importlib.resources``/``pkgutil.get_data`` reading files and mimetypes loading its tables
+# are I/O like any other, and pydantic's calls into them are reported.
 MACHINERY: tuple[tuple[str, str | None], ...] = (
-    ("importlib", None),  # imports read files
+    ("importlib._bootstrap", None),  # the import system loading a module reads files
+    ("importlib._bootstrap_external", None),
+    ("importlib", "import_module"),
+    ("importlib", "reload"),
+    ("importlib", "invalidate_caches"),
     ("zipimport", None),
-    ("pkgutil", None),
     ("linecache", None),  # traceback rendering reads source lines
     ("traceback", None),
     ("tokenize", None),
@@ -70,6 +77,12 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     ("concurrent.futures.thread", "ThreadPoolExecutor.submit"),
     # a few bytes into the process pool's self-pipe, drained by its manager thread
     ("concurrent.futures.process", "_ThreadWakeup.wakeup"),
+    # redis.asyncio looks its own version up (importlib.metadata) for every new connection: real
+    # I/O, but no user can avoid it and it would flag every redis.asyncio program; kept exempt
+    # until a curated default-allow list exists for such known library calls
+    ("redis.utils", "get_lib_version"),
+    # reading a Connection: checked as Connection.recv/poll when it would wait (catalogue/waits)
+    ("multiprocessing.connection", "Connection._recv"),
     ("asyncio.base_events", None),  # the loop's own selector, executor and self-pipe
     ("asyncio.selector_events", None),
     ("asyncio.unix_events", None),
@@ -82,11 +95,9 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     ("anyio._backends._trio", "TestRunner.__exit__"),
     ("fastapi.dependencies.utils", None),  # first-request endpoint introspection
     ("fastapi.routing", "APIRoute.__init__"),
-    ("pydantic", None),
     ("typing", None),
     ("uvicorn.config", None),
     ("gunicorn", None),  # the arbiter's control-socket loop, the worker heartbeat (os.utime)
-    ("mimetypes", None),
     ("sysconfig", None),
     ("site", None),
     ("ssl", "create_default_context"),
@@ -250,9 +261,12 @@ def locate(
     """Find the user frame for a call whose caller is ``frame``; None if the call is exempt.
 
     Exempt means: reached through the framework's machinery before any user frame, allowed by a
-    rule on any frame of the stack, or (with a scope) made from no frame of the scoped packages.
-    The returned site also names the innermost library frame, and (``default_allow``) whether the
-    call ``call`` is a KNOWN_TRIVIAL one: the caller then lets it through.
+    rule on any frame of the stack, or (with a scope) made with no frame of the scoped packages
+    anywhere on its stack (a user's sync handler that FastAPI's router calls is in
+    ``scope=["fastapi"]``). Frames are classified once per code object; the walk runs only for
+    calls that would really block. The returned site also names the innermost library frame,
+    and (``default_allow``) whether the call ``call`` is a KNOWN_TRIVIAL one: the caller then
+    lets it through.
     """
     trivial: str | None = None
     first_library: Site | None = None
@@ -270,12 +284,8 @@ def locate(
                     break
                 if info.machinery:
                     return None
-                if not in_scope and _in_packages(info.module, scope):
-                    in_scope = True
                 if info.kind == USER:
                     site = Site(frame, info)
-                    if not allow:
-                        break
                 elif info.kind == LIBRARY:
                     if first_library is None:
                         first_library = Site(frame, info)
@@ -286,8 +296,12 @@ def locate(
                         trivial = known[1]
                 elif first_other is None:
                     first_other = Site(frame, info)
+            if not in_scope and _in_packages(info.module, scope):
+                in_scope = True
             if allow and any(r.matches(info.module, info.filename, info.qualname) for r in allow):
                 return None
+            if site is not None and in_scope and not allow:
+                break
         frame = frame.f_back
     if not in_scope:
         return None

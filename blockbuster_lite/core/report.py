@@ -233,10 +233,16 @@ def _stored_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+#: Bound at import, before any activation: showing a path must never reach a patched os.getcwd.
+_getcwd = os.getcwd
+
+
 def display_path(filename: str) -> str:
+    if not os.path.isabs(filename):
+        return filename
     try:
-        relative = os.path.relpath(filename)
-    except ValueError:
+        relative = os.path.relpath(filename, _getcwd())
+    except (ValueError, OSError):
         return filename
     return filename if relative.startswith("..") else relative
 

@@ -21,6 +21,14 @@ log mode through captured logs. At the end of the run the terminal summary lists
 once each (``pytest_report``): raise-mode failures grouped per site with the first tests, and in
 warn and log modes a per-site table with count, total and maximum time.
 
+Patch early, decide late: when the session's mode is not off (option, ini or environment), the
+patches are installed once for the whole run at the earliest hook, before conftest files and test
+modules are imported, so a test module's import-time ``from time import sleep`` binds the
+wrapper; per-test guards then only set the mode. When only markers (or the ``blockbuster``
+fixture) ask for the sanitizer, the patches are installed once collection is done, and the names
+test modules bound at import are rebound to the wrappers (``core/rebind.py``). Mode off with no
+marker installs nothing.
+
 When ``BLOCKBUSTER_LITE_MODE`` is set, the start-up hook has already activated a process guard;
 the per-test guard is innermost and decides (an ``off`` test gets an ``off`` guard). With the
 plugin off, no guard is created and nothing is patched.
@@ -28,15 +36,25 @@ plugin off, no guard is created and nothing is patched.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .pytest_watchdog import WATCHDOG_HELP, describe_stall, marker_watchdog, resolve_watchdog
+from .pytest_settings import (
+    ALLOW_HELP,
+    DEFAULT_SOURCE,
+    MARKER_HELP,
+    MODE_HELP,
+    Settings,
+    TestSettings,
+    early_mode,
+    resolve_settings,
+    validate,
+)
+from .pytest_watchdog import WATCHDOG_HELP, describe_stall, marker_watchdog
 
 if TYPE_CHECKING:
     from ..core.guard import Guard
@@ -44,39 +62,6 @@ if TYPE_CHECKING:
     from .pytest_report import SuiteSites
 
 __all__ = ["MODE_HELP", "Settings", "resolve_settings"]
-
-MODE_HELP = "blocking-call sanitizer mode for tests: off (default), log, warn or raise"
-ALLOW_HELP = (
-    "blocking-call sanitizer allow rules, one per line: module, path/file.py or "
-    "path/file.py:function"
-)
-MARKER_HELP = (
-    "blockbuster(mode=..., allow=[...], scope=None, watchdog=None): blocking-call sanitizer "
-    "settings for this test; mode defaults to the session's, or raise when the session's is "
-    "off by default; mode='off' exempts the test; watchdog=0.1 reports loop stalls >= 0.1 s"
-)
-# Repeated from blockbuster_lite._guard so that a session with the plugin off imports nothing.
-ENV_MODE = "BLOCKBUSTER_LITE_MODE"
-ENV_ALLOW = "BLOCKBUSTER_LITE_ALLOW"
-ENV_SCOPE = "BLOCKBUSTER_LITE_SCOPE"
-ENV_DEFAULT_ALLOW = "BLOCKBUSTER_LITE_DEFAULT_ALLOW"
-DEFAULT_SOURCE = "default"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Session-wide settings, and where each came from."""
-
-    mode: str
-    source: str
-    allow: tuple[str, ...] = ()
-    allow_source: str = ""
-    scope: tuple[str, ...] | None = None
-    #: False (BLOCKBUSTER_LITE_DEFAULT_ALLOW=0): the known-trivial library calls are checked too
-    default_allow: bool = True
-    watchdog: float | None = None  # seconds (see pytest_watchdog)
-    watchdog_source: str = ""
-
 
 @dataclass
 class _TestRun:
@@ -90,71 +75,7 @@ _settings_key = pytest.StashKey[Settings]()
 _run_key = pytest.StashKey[_TestRun]()
 _current: _TestRun | None = None
 _sites: SuiteSites | None = None  # every call site the tests' own guards saw, for the summary
-
-
-TestSettings = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # mode, allow, scope
-
-
-def _validate(
-    mode: str,
-    allow: Iterable[str],
-    scope: str | Iterable[str] | None,
-    source: str,
-    allow_source: str,
-    scope_source: str = ENV_SCOPE,
-) -> TestSettings:
-    """Parse settings (importing the package only for a mode other than off)."""
-    allow = tuple(allow)
-    if isinstance(mode, str) and mode.strip().lower() == "off" and not allow and scope is None:
-        return "off", (), None
-    from ..core.config import ConfigError, Mode, parse_allow, parse_mode, parse_scope
-
-    try:
-        parsed = parse_mode(mode, source)
-        rules = parse_allow(allow, allow_source or source)
-        parsed_scope = parse_scope(scope, scope_source)
-        if parsed is Mode.OFFLOAD:
-            from ..core.guard import require_offload
-
-            require_offload(source)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
-    return parsed.value, tuple(rule.text for rule in rules), parsed_scope
-
-
-def resolve_settings(config: pytest.Config) -> Settings:
-    """Marker aside: --blockbuster-mode > BLOCKBUSTER_LITE_MODE > ini blockbuster_mode > off."""
-    # A value given explicitly (the option, an ini key present) counts even when blank, and is
-    # then refused: " " must not mean "off". An empty environment variable means "not set".
-    candidates = (
-        (config.getoption("blockbuster_mode"), "--blockbuster-mode"),
-        ((os.environ.get(ENV_MODE) or "").strip() or None, ENV_MODE),  # as the start-up hook
-        (config.getini("blockbuster_mode"), "ini option blockbuster_mode"),
-    )
-    mode, source = next(
-        ((value, name) for value, name in candidates if value is not None),
-        ("off", DEFAULT_SOURCE),
-    )
-    env_allow = os.environ.get(ENV_ALLOW, "")
-    if env_allow.strip():
-        allow: list[str] = [rule for rule in env_allow.split(",") if rule.strip()]
-        allow_source = ENV_ALLOW
-    else:
-        allow = list(config.getini("blockbuster_allow"))
-        allow_source = "ini option blockbuster_allow"
-    scope = os.environ.get(ENV_SCOPE) or None
-    mode, rules, parsed_scope = _validate(mode, allow, scope, source, allow_source)
-    default_allow = True
-    if os.environ.get(ENV_DEFAULT_ALLOW, "").strip():
-        from ..core.config import ConfigError, parse_bool
-
-        try:
-            default_allow = parse_bool(os.environ[ENV_DEFAULT_ALLOW], ENV_DEFAULT_ALLOW)
-        except ConfigError as exc:
-            raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
-    watchdog, watchdog_source = resolve_watchdog(config)
-    return Settings(mode, source, rules, allow_source if rules else "", parsed_scope,
-                    default_allow, watchdog, watchdog_source)  # fmt: skip
+_installed_key = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -172,12 +93,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("blockbuster_watchdog_ms", WATCHDOG_HELP, default=None)  # None: not in the file
 
 
+def _install_for_the_run(config: pytest.Config) -> None:
+    """Install the patches once, for the whole run (released in pytest_unconfigure)."""
+    if config.stash.get(_installed_key, False):
+        return
+    from ..core.patcher import patcher
+
+    patcher.acquire()
+    config.stash[_installed_key] = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # importing this module ran the package's __init__, which registered the catalogue
+    if early_mode(early_config) != "off":
+        _install_for_the_run(early_config)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[_settings_key] = resolve_settings(config)
+    config.stash[_settings_key] = settings = resolve_settings(config)
+    if settings.mode != "off":
+        _install_for_the_run(config)  # a no-op when pytest_load_initial_conftests did it
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Markers or the fixture ask for the sanitizer: install once, rebinding what modules bound."""
+    config = session.config
+    if config.stash.get(_installed_key, False):
+        return
+    for item in session.items:
+        marker = item.get_closest_marker("blockbuster")
+        mode = None
+        if marker is not None:
+            mode = marker.kwargs.get("mode", marker.args[0] if marker.args else "raise")
+        elif _wants_our_fixture(item):
+            mode = "raise"
+        if mode is not None and str(mode).strip().lower() != "off":
+            _install_for_the_run(config)
+            return
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_installed_key, False):
+        from ..core.patcher import patcher
+
+        config.stash[_installed_key] = False
+        patcher.release()
     state_module = sys.modules.get("blockbuster_lite.core.state")
     if state_module is not None:
         state = state_module.state
@@ -229,7 +192,7 @@ def _test_settings(item: pytest.Item) -> TestSettings | None:
     try:
         mode = kwargs.get("mode", mode if configured else "raise")
         scope = kwargs.get("scope", scope)
-        return _validate(mode, (*allow, *marker_allow), scope, source, source, source)
+        return validate(mode, (*allow, *marker_allow), scope, source, source, source)
     except pytest.UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
 

@@ -148,7 +148,7 @@ def test_warn_mode_serves_the_request_and_records_its_route(server: tuple[str, s
     assert {v.context["route"] for v in sleeps} == {"/items/{item_id}"}
     assert all(v.action is bl.Mode.WARN and v.duration_s is not None for v in sleeps)
     assert [v.context["route"] for v in guard.violations if v.call == "open"] == ["/files/{name}"]
-    assert route_stats() == {"/items/{item_id}": {"time.sleep": 2}, "/files/{name}": {"open": 1}}
+    assert route_stats() == {"/items/{item_id}": {"time.sleep": 2}, "/files/{name}": {"open": 1, "file.read": 1}}
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -573,3 +573,94 @@ async def test_checked(blockbuster):
     result = pytester.runpytest_subprocess()
     result.stdout.fnmatch_lines(["*Blocking call to time.sleep() *test_checked*"])
     result.assert_outcomes(failed=1)
+
+
+EARLY_BINDING_TESTS = """
+import asyncio
+from time import sleep
+
+import pytest
+from helper_binds_early import nap
+
+
+@pytest.mark.asyncio
+async def test_module_level_name():
+    sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_conftest_helper():
+    nap()
+
+
+@pytest.mark.asyncio
+async def test_clean():
+    await asyncio.sleep(0)
+    sleep(0)
+"""
+
+EARLY_CONFTEST = """
+import time
+_sleep = time.sleep
+"""
+
+EARLY_HELPER = """
+from time import sleep
+
+
+def nap():
+    sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [(("--blockbuster-mode=raise",), ""), ((), "blockbuster_mode = raise")],
+)
+def test_names_bound_at_import_time_are_caught(
+    pytester: pytest.Pytester, args: tuple[str, ...], ini: str
+) -> None:
+    write(pytester, EARLY_BINDING_TESTS, ini)
+    pytester.makeconftest(EARLY_CONFTEST)
+    pytester.makepyfile(helper_binds_early=EARLY_HELPER)
+    result = pytester.runpytest_subprocess(*args)
+    result.stdout.fnmatch_lines(["*Blocking call to time.sleep() in async context*"])
+    result.assert_outcomes(passed=1, failed=2)
+
+
+def test_markers_alone_catch_names_bound_at_import_time(pytester: pytest.Pytester) -> None:
+    write(pytester, EARLY_BINDING_TESTS.replace("@pytest.mark.asyncio\nasync def test_module",
+          "@pytest.mark.blockbuster\n@pytest.mark.asyncio\nasync def test_module"))  # fmt: skip
+    pytester.makepyfile(helper_binds_early=EARLY_HELPER)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2, failed=1)
+
+
+def test_patches_are_installed_once_for_the_run_and_mode_off_installs_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    write(pytester, """
+import time
+
+def test_patched_during_collection_and_tests():
+    assert type(time.sleep).__name__ == "FunctionWrapper"
+
+PATCHED_AT_IMPORT = type(time.sleep).__name__
+
+def test_patched_at_import():
+    assert PATCHED_AT_IMPORT == "FunctionWrapper"
+""")  # fmt: skip
+    pytester.runpytest_subprocess("--blockbuster-mode=warn").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--blockbuster-mode=off").assert_outcomes(failed=2)
+
+
+def test_the_entry_point_module_exports_every_hook() -> None:
+    # pytest registers blockbuster_lite.pytest_plugin only: a hook left out of it never runs
+    import blockbuster_lite.integrations.pytest_plugin as implementation
+    import blockbuster_lite.pytest_plugin as entry_point
+
+    hooks = {name for name in vars(implementation) if name.startswith("pytest_")}
+    hooks.discard("pytest_plugins")
+    assert hooks and hooks <= set(vars(entry_point))
+    assert all(getattr(entry_point, name) is getattr(implementation, name) for name in hooks)
+    assert entry_point.blockbuster is implementation.blockbuster

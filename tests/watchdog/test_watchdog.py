@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import select
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +22,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from time import sleep as prebound_sleep  # bound before any guard: never patched
 from typing import Any
 
 import anyio
@@ -66,12 +65,14 @@ def spin(seconds: float) -> float:
 def pure_c_block(seconds: float) -> float:
     """A C function outside the catalogue that waits with the GIL released."""
     start = time.perf_counter()
-    select.select([], [], [], seconds)  # <- select
+    signal.sigtimedwait([signal.SIGUSR2], seconds)  # <- sigtimedwait
     return time.perf_counter() - start
 
 
-def prebound_block(seconds: float) -> float:
+def prebound_block(seconds: float, _sleep: Callable[[float], None] = time.sleep) -> float:
+    """A default value is bound for good: activation cannot rebind it (a local, in effect)."""
     start = time.perf_counter()
+    prebound_sleep = _sleep
     prebound_sleep(seconds)  # <- prebound
     return time.perf_counter() - start
 
@@ -89,8 +90,8 @@ def json_block(seconds: float) -> float:
 
 BLOCKS: dict[str, tuple[Callable[[float], float], str, str]] = {
     "cpu-bound": (spin, "spin", PYTHON_CODE),
-    "pure-c-call": (pure_c_block, "pure_c_block", "select.select"),
-    "prebound-sleep": (prebound_block, "prebound_block", "time.sleep"),
+    "pure-c-call": (pure_c_block, "pure_c_block", "signal.sigtimedwait"),
+    "prebound-sleep": (prebound_block, "prebound_block", "prebound_sleep"),
 }
 
 
@@ -154,8 +155,8 @@ def test_the_line_is_the_blocking_call() -> None:
     guard, _ = run_blocks("asyncio", pure_c_block, prebound_block)
     lines = [(v.call, v.lineno) for v in stalls_of(guard)]
     assert lines == [
-        ("select.select", _line_of("# <- select")),
-        ("time.sleep", _line_of("# <- prebound")),
+        ("signal.sigtimedwait", _line_of("# <- sigtimedwait")),
+        ("prebound_sleep", _line_of("# <- prebound")),
     ]
     assert "Event loop blocked for 3" in stalls_of(guard)[0].message
 

@@ -1,0 +1,254 @@
+"""Reads and writes on files: checked where the syscall runs, whoever opened the file.
+
+While active, ``open`` (``builtins.open``, ``io.open``) builds the very C layers ``io.open``
+builds (``io.BufferedReader``/``BufferedWriter``/``BufferedRandom``, ``io.TextIOWrapper``) over
+a raw ``io.FileIO`` subclass whose ``read``/``readinto``/``readall``/``write``/``truncate`` are
+checked. ``type()``, buffering and speed of the layers users touch stay the C ones, and only a
+real syscall reaches the check: ``readline`` served from the buffer, iteration, ``read1``,
+``writelines`` and ``flush`` are checked exactly when they reach the disk. A file opened in a
+worker thread, at start-up or by ``SpooledTemporaryFile``/``UploadFile`` and read on the loop is
+checked on the loop. Only regular files are checked: pipes, sockets, ttys and descriptors 0-2
+(stdout/stderr) never are.
+
+Files opened before activation and held by a module global or a class attribute are swapped for
+a checked proxy around the same file object (``core/rebind.py``); a file held only by a local
+variable of a running frame is not reached (the watchdog reports long stalls).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import stat
+from typing import Any
+
+from ..core.hotpath import make_method
+from ..core.targets import Target
+
+__all__ = ["PROXIES", "CheckedFileIO", "open_with_checked_raw"]
+
+ADVICE = (
+    "use anyio.Path / await anyio.open_file(), or offload with await anyio.to_thread.run_sync(...)"
+)
+
+_fstat = os.fstat
+_FileIO = io.FileIO
+
+
+def _regular(fd: int) -> bool:
+    if fd in (0, 1, 2):
+        return False
+    try:
+        return stat.S_ISREG(_fstat(fd).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _checks(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return bool(instance._bbl_regular)
+
+
+def _raw_method(name: str, call: str) -> Any:
+    target = Target("io", f"FileIO.{name}", call, _checks, ADVICE)
+    method = make_method(target, getattr(_FileIO, name))
+    method.__name__ = name
+    method.__qualname__ = f"FileIO.{name}"
+    method.__doc__ = getattr(_FileIO, name).__doc__
+    return method
+
+
+class CheckedFileIO(_FileIO):
+    """A raw file whose syscalls are checked on a loop thread (regular files only)."""
+
+    _bbl_regular = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bbl_regular = _regular(self.fileno())
+
+    read = _raw_method("read", "file.read")
+    readinto = _raw_method("readinto", "file.read")
+    readall = _raw_method("readall", "file.read")
+    write = _raw_method("write", "file.write")
+    truncate = _raw_method("truncate", "file.truncate")
+
+
+CheckedFileIO.__module__ = "_io"
+CheckedFileIO.__name__ = CheckedFileIO.__qualname__ = "FileIO"
+
+_MODES = frozenset("xrwab+t")
+
+
+def _build_layers(
+    original: Any,
+    file: Any,
+    mode: str = "r",
+    buffering: int = -1,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    closefd: bool = True,
+    opener: Any = None,
+) -> Any:
+    """``io.open`` over a CheckedFileIO (CPython's own algorithm, as in ``_pyio.open``).
+
+    Anything unusual (a bad mode, a non-int buffering, a binary file with an encoding...) goes to
+    the original ``open``, so its errors and warnings stay exactly the interpreter's.
+    """
+    if isinstance(file, int) and not isinstance(file, bool):
+        pass
+    else:
+        file = os.fspath(file)
+    modes = set(mode) if isinstance(mode, str) else None
+    if (
+        modes is None
+        or not isinstance(file, (str, bytes, int))
+        or not isinstance(buffering, int)
+        or modes - _MODES
+        or len(mode) != len(modes)
+        or ("t" in modes and "b" in modes)
+        or sum(c in modes for c in "xrwa") != 1
+        or ("b" in modes and (encoding is not None or errors is not None or newline is not None
+                              or buffering == 1))
+        or (encoding is not None and not isinstance(encoding, str))
+        or (errors is not None and not isinstance(errors, str))
+        or (buffering == 0 and "b" not in modes)
+        or buffering < -1
+    ):  # fmt: skip
+        return original(file, mode, buffering, encoding, errors, newline, closefd, opener)
+    raw_mode = "".join(c for c in "xrwa+" if c in modes)
+    raw = CheckedFileIO(file, raw_mode, closefd, opener=opener)
+    result: Any = raw
+    try:
+        line_buffering = False
+        if buffering == 1 or (buffering < 0 and raw.isatty()):
+            buffering, line_buffering = -1, True
+        if buffering < 0:
+            size = getattr(raw, "_blksize", 0)
+            buffering = size if size > 1 else io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            return raw
+        if "+" in modes:
+            buffer: Any = io.BufferedRandom(raw, buffering)
+        elif "r" in modes:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        result = buffer
+        if "b" in modes:
+            return buffer
+        encoding = io.text_encoding(encoding)
+        text = io.TextIOWrapper(buffer, encoding, errors, newline, line_buffering)
+        result = text
+        text.mode = mode  # type: ignore[misc]
+        return text
+    except BaseException:
+        result.close()
+        raise
+
+
+def open_with_checked_raw(original: Any) -> Any:
+    """Used by the ``open`` wrappers (catalogue/files.py) once the call itself was decided."""
+
+    def open_(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return _build_layers(original, *args, **kwargs)
+        except TypeError:
+            return original(*args, **kwargs)  # the interpreter's own message for bad arguments
+
+    return open_
+
+
+# -- files that exist before activation ---------------------------------------------------
+
+_CHECKED_FILE_METHODS = {
+    "read": "file.read", "read1": "file.read", "readinto": "file.read", "readinto1": "file.read",
+    "readline": "file.read", "readlines": "file.read", "readall": "file.read",
+    "write": "file.write", "writelines": "file.write", "flush": "file.write",
+    "truncate": "file.truncate",
+}  # fmt: skip
+
+
+class CheckedFile:
+    """A proxy around a file object made before activation: its I/O methods are checked."""
+
+    __slots__ = ("__weakref__", "_bbl_file")
+
+    def __init__(self, file: Any) -> None:
+        object.__setattr__(self, "_bbl_file", file)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bbl_file, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._bbl_file, name, value)
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __enter__(self) -> Any:
+        self._bbl_file.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._bbl_file.__exit__(*exc_info)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._bbl_file)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self._bbl_file.__reduce_ex__(protocol)  # refuses like the file itself
+
+    def __copy__(self) -> Any:
+        return copy.copy(self._bbl_file)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return copy.deepcopy(self._bbl_file, memo)
+
+    def __repr__(self) -> str:
+        return repr(self._bbl_file)
+
+
+def _proxy_method(name: str, call: str) -> Any:
+    target = Target("io", f"IOBase.{name}", call, None, ADVICE)
+
+    def unbound(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._bbl_file, name)(*args, **kwargs)
+
+    method = make_method(target, unbound)
+    method.__name__ = name
+    method.__qualname__ = f"CheckedFile.{name}"
+    return method
+
+
+for _name, _call in _CHECKED_FILE_METHODS.items():
+    setattr(CheckedFile, _name, _proxy_method(_name, _call))
+
+
+def existing_file(file: Any) -> Any:
+    """A checked proxy for a regular file opened before activation (None for the rest)."""
+    if isinstance(file, CheckedFileIO) or getattr(file, "closed", True):
+        return None
+    try:
+        fd = file.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+    raw = getattr(getattr(file, "buffer", file), "raw", file)
+    if isinstance(raw, CheckedFileIO) or not _regular(fd):
+        return None
+    return CheckedFile(file)
+
+
+PROXIES = tuple(
+    ("io", name, existing_file)
+    for name in ("TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom", "FileIO")
+)
+
