@@ -73,8 +73,13 @@ def test_the_hook_is_one_import_line() -> None:
 
 def test_a_copy_of_the_hook_activates_as_installed(tmp_path: Path) -> None:
     result = start(tmp_path, site_dir(tmp_path, package=True), pythonpath=WRAPT_PATH)
-    assert result.returncode == 0 and result.stderr == ""
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started; guard: <Guard mode=warn active violations=0>"
+    # what an installed hook says: the start-up line, then the exit summary; nothing else
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("blockbuster_lite: active from BLOCKBUSTER_LITE_MODE (warn mode")
+    assert lines[1].startswith("blockbuster_lite: no blocking calls on the event loop")
 
 
 def test_a_stale_hook_after_uninstall_is_one_line_naming_the_file(tmp_path: Path) -> None:
