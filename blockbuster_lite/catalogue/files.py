@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import wrapt
-
 from ..core.hotpath import make_handler
 from ..core.targets import Target
+from ..core.transparent import Wrapper
 from ._predicates import _MISSING, argument, blocking_fd, first_fd_blocks
 from .file_io import open_with_checked_raw
 
@@ -65,7 +64,7 @@ def _open(module: str) -> Target:
         def open_(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return handler(opener, instance, args, kwargs)
 
-        return wrapt.FunctionWrapper(original, open_)
+        return Wrapper(original, open_, None, (module, "open"))
 
     return Target(module, "open", "open", _opens_a_file, ADVICE, replace=replace)
 

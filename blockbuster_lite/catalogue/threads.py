@@ -151,6 +151,18 @@ def _forwarding(proxy: type[_CheckedLock], lock_type: type) -> type[_CheckedLock
     return type(proxy.__name__, (proxy,), {"__slots__": (), "__module__": __name__, **names})
 
 
+_checked_types: dict[tuple[type, type], type[_CheckedLock]] = {}
+
+
+def checked(proxy: type[_CheckedLock], lock: Any) -> _CheckedLock:
+    """A checked proxy around ``lock``: ``proxy`` with forwarding properties for its type."""
+    key = (proxy, type(lock))
+    checked_type = _checked_types.get(key)
+    if checked_type is None:
+        checked_type = _checked_types[key] = _forwarding(proxy, key[1])
+    return checked_type(lock)
+
+
 #: Modules whose locks stay raw: the waits built on them (Event.wait, Condition.wait,
 #: Semaphore.acquire, Queue.get/put, ...) are checked by their own targets, and logging's
 #: handler locks are machinery. A proxy there would only add a Python call to every put/get/emit.
@@ -167,22 +179,13 @@ def _proxying_factory(original: Any, proxy: type[_CheckedLock], name: str) -> An
     costs about 0.5 us a call, and every ``Condition()``, ``Event()`` and future makes an RLock).
     Left behind after the last guard stopped (a mock restored it), it makes raw locks.
     """
-    classes: dict[type, type[_CheckedLock]] = {}
-
-    def checked(lock: Any) -> Any:
-        lock_type = type(lock)
-        checked_type = classes.get(lock_type)
-        if checked_type is None:
-            checked_type = classes[lock_type] = _forwarding(proxy, lock_type)
-        return checked_type(lock)
-
     if isinstance(original, types.FunctionType):
 
         def factory(*args: Any, **kwargs: Any) -> Any:
             lock = original(*args, **kwargs)
             if not state.guards or sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
                 return lock
-            return checked(lock)
+            return checked(proxy, lock)
 
         return functools.update_wrapper(factory, original)
 
@@ -190,7 +193,7 @@ def _proxying_factory(original: Any, proxy: type[_CheckedLock], name: str) -> An
         lock = wrapped(*args, **kwargs)
         if not state.guards or sys._getframe(1).f_globals.get("__name__") in _RAW_LOCK_MODULES:
             return lock
-        return checked(lock)
+        return checked(proxy, lock)
 
     return Wrapper(original, handler, None, ("threading", name))
 
@@ -209,14 +212,13 @@ def _thread_factory(original: Any, proxy: type[_CheckedLock], name: str) -> Any:
     at run time; only locks made outside it are checked. (``_thread.RLock`` is a type that
     ``isinstance`` checks use, so it stays; its instances are checked when a module holds one.)"""
 
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        lock = original(*args, **kwargs)
-        return lock if _stdlib_caller() else proxy(lock)
+    def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        lock = wrapped(*args, **kwargs)
+        if not state.guards or _stdlib_caller():
+            return lock
+        return checked(proxy, lock)
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__wrapped__ = original  # type: ignore[attr-defined]
-    factory.__doc__ = original.__doc__
-    return factory
+    return Wrapper(original, handler, None, ("_thread", name))
 
 
 def _replace_condition_init(original: Any) -> Any:
@@ -235,7 +237,7 @@ def _replace_condition_init(original: Any) -> Any:
         raw = self._lock
         if isinstance(raw, _CheckedLock):
             return
-        proxy = (_CheckedLock if type(raw) is _LOCK_TYPE else _CheckedRLock)(raw)
+        proxy = checked(_CheckedLock if type(raw) is _LOCK_TYPE else _CheckedRLock, raw)
         self._lock = proxy
         self.acquire = proxy.acquire
 
@@ -254,11 +256,11 @@ def _rlock_factory(original: Any) -> Any:
 
 
 def _existing_lock(lock: Any) -> Any:
-    return _CheckedLock(lock)
+    return checked(_CheckedLock, lock)
 
 
 def _existing_rlock(lock: Any) -> Any:
-    return _CheckedRLock(lock)
+    return checked(_CheckedRLock, lock)
 
 
 #: Locks created before activation and held by a module global or class attribute: the name is

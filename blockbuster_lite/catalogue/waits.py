@@ -19,11 +19,10 @@ import sys
 from asyncio import _get_running_loop
 from typing import Any
 
-import wrapt
-
 from ..core.hotpath import make_handler
 from ..core.loop import on_loop_thread
 from ..core.targets import Target
+from ..core.transparent import Wrapper
 from ._predicates import _MISSING, argument
 
 ADVICE = (
@@ -62,7 +61,7 @@ def _replace_select(original: Any) -> Any:
             return ready
         return handler(wrapped, instance, args, kwargs)
 
-    return wrapt.FunctionWrapper(original, select)
+    return Wrapper(original, select, None, ("select", "select"))
 
 
 # -- select.poll / select.epoll objects ------------------------------------------------------
@@ -130,7 +129,7 @@ def _poller_factory(original: Any, target: Target) -> Any:
             return poller
         return proxy(poller)
 
-    return wrapt.FunctionWrapper(original, factory)
+    return Wrapper(original, factory, None, (target.module, target.path))
 
 
 POLL = Target("select", "poll", "select.poll.poll", None, ADVICE, offload=False)
@@ -196,7 +195,7 @@ def _replace_file_lock(name: str) -> Any:
                 pass
             return handler(wrapped, instance, args, kwargs)
 
-        return wrapt.FunctionWrapper(original, lock)
+        return Wrapper(original, lock, None, ("fcntl", name))
 
     return replace
 

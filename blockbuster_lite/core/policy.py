@@ -144,7 +144,7 @@ KNOWN_TRIVIAL: tuple[KnownTrivial, ...] = (
     KnownTrivial(
         "asyncpg.connect_utils",
         ("_read_password_file", "_read_password_from_pgpass"),
-        _STATS | {"open"},
+        _STATS | {"open", "file.read"},
         "asyncpg looks up ~/.pgpass on every connect without a password: a stat (and a read of "
         "a small file if it exists), ~10 us; measured with asyncpg 0.32",
     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import dis
 import linecache
+import sys
 import types
 from types import FrameType
 from typing import Any
@@ -129,4 +130,8 @@ def _resolve(parts: list[str], frame: FrameType) -> str | None:
         qualname = getattr(obj, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str):
         return None
+    if module.startswith("_") and "." not in qualname:  # _signal.sigtimedwait: signal's
+        public = sys.modules.get(module[1:])
+        if public is not None and vars(public).get(qualname) is obj:
+            module = module[1:]
     return qualname if module == "builtins" else f"{module}.{qualname}"

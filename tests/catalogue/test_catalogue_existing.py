@@ -121,8 +121,8 @@ def test_a_sqlite_connection_made_before_activation_is_checked(
         settings_module.DB.row_factory = None  # attributes reach the real connection
     assert settings_module.DB is original
     assert calls(guard) == [
-        "sqlite3.Cursor.execute", "sqlite3.Connection.commit", "sqlite3.Cursor.execute",
-        "sqlite3.Cursor.fetchall",
+        "sqlite3.Cursor.execute(INSERT ...)", "sqlite3.Connection.commit",
+        "sqlite3.Cursor.execute(SELECT ...)", "sqlite3.Cursor.fetchall",
     ]  # fmt: skip
 
 

@@ -642,13 +642,15 @@ def test_patches_are_installed_once_for_the_run_and_mode_off_installs_nothing(
     write(pytester, """
 import time
 
-def test_patched_during_collection_and_tests():
-    assert type(time.sleep).__name__ == "FunctionWrapper"
+import wrapt
 
-PATCHED_AT_IMPORT = type(time.sleep).__name__
+def test_patched_during_collection_and_tests():
+    assert isinstance(time.sleep, wrapt.FunctionWrapper)
+
+PATCHED_AT_IMPORT = isinstance(time.sleep, wrapt.FunctionWrapper)
 
 def test_patched_at_import():
-    assert PATCHED_AT_IMPORT == "FunctionWrapper"
+    assert PATCHED_AT_IMPORT
 """)  # fmt: skip
     pytester.runpytest_subprocess("--blockbuster-mode=warn").assert_outcomes(passed=2)
     pytester.runpytest_subprocess("--blockbuster-mode=off").assert_outcomes(failed=2)

@@ -15,7 +15,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from time import sleep as _s  # bound before any guard: never patched
 from typing import Any
 
 import anyio
@@ -41,9 +40,11 @@ def spin(seconds: float) -> float:
     return time.perf_counter() - start
 
 
-def prebound(seconds: float) -> float:
+def prebound(seconds: float, _sleep: Callable[[float], None] = time.sleep) -> float:
+    """A default value is bound for good: activation cannot rebind it (a local, in effect)."""
+    prebound_sleep = _sleep
     start = time.perf_counter()
-    _s(seconds)  # <- prebound
+    prebound_sleep(seconds)  # <- prebound
     return time.perf_counter() - start
 
 

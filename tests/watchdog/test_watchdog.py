@@ -91,7 +91,7 @@ def json_block(seconds: float) -> float:
 BLOCKS: dict[str, tuple[Callable[[float], float], str, str]] = {
     "cpu-bound": (spin, "spin", PYTHON_CODE),
     "pure-c-call": (pure_c_block, "pure_c_block", "signal.sigtimedwait"),
-    "prebound-sleep": (prebound_block, "prebound_block", "prebound_sleep"),
+    "prebound-sleep": (prebound_block, "prebound_block", "time.sleep"),
 }
 
 
@@ -156,7 +156,7 @@ def test_the_line_is_the_blocking_call() -> None:
     lines = [(v.call, v.lineno) for v in stalls_of(guard)]
     assert lines == [
         ("signal.sigtimedwait", _line_of("# <- sigtimedwait")),
-        ("prebound_sleep", _line_of("# <- prebound")),
+        ("time.sleep", _line_of("# <- prebound")),
     ]
     assert "Event loop blocked for 3" in stalls_of(guard)[0].message
 
