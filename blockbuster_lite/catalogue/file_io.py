@@ -8,7 +8,9 @@ real syscall reaches the check: ``readline`` served from the buffer, iteration, 
 ``writelines`` and ``flush`` are checked exactly when they reach the disk. A file opened in a
 worker thread, at start-up or by ``SpooledTemporaryFile``/``UploadFile`` and read on the loop is
 checked on the loop. Only regular files are checked: pipes, sockets, ttys and descriptors 0-2
-(stdout/stderr) never are.
+(stdout/stderr) never are, nor a regular file that stdout or stderr writes to (the raw file
+under ``sys.stdout``/``sys.stderr``, or the file descriptors 1 and 2 point at: shell
+redirection, pytest's capture), so logging to the console is never reported.
 
 Files opened before activation and held by a module global or a class attribute are swapped for
 a checked proxy around the same file object (``core/rebind.py``); a file held only by a local
@@ -21,6 +23,7 @@ import copy
 import io
 import os
 import stat
+import sys
 from typing import Any
 
 from ..core.hotpath import make_method
@@ -46,7 +49,37 @@ def _regular(fd: int) -> bool:
 
 
 def _checks(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return bool(instance._bbl_regular)
+    if not instance._bbl_regular:
+        return False
+    if _standard_stream(instance):  # found once: then never asked again
+        instance._bbl_regular = False
+        return False
+    return True
+
+
+def _standard_stream(raw: Any) -> bool:
+    """``raw`` is what stdout or stderr writes to, though a regular file: the raw file under
+    ``sys.stdout``/``sys.stderr`` (pytest's capture, a ``contextlib.redirect_stdout`` to a file),
+    or the same file as descriptor 1 or 2 (``python app.py > out.log``, pytest's fd capture,
+    which ``dup2``s a temporary file there). Asked only on a loop thread, for a call that would
+    otherwise be reported."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        layer = stream
+        for _ in range(3):  # TextIOWrapper -> Buffered* -> FileIO
+            if layer is raw:
+                return True
+            layer = getattr(layer, "buffer", None) or getattr(layer, "raw", None)
+            if layer is None:
+                break
+    try:
+        mine = _fstat(raw.fileno())
+        for fd in (1, 2):
+            other = _fstat(fd)
+            if (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino):
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _raw_method(name: str, call: str) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .pytest_watchdog import resolve_watchdog
+from .pytest_watchdog import ini_value, resolve_watchdog
 
 __all__ = ["MODE_HELP", "Settings", "early_mode", "resolve_settings", "validate"]
 
@@ -88,7 +88,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     candidates = (
         (config.getoption("blockbuster_mode"), "--blockbuster-mode"),
         ((os.environ.get(ENV_MODE) or "").strip() or None, ENV_MODE),  # as the start-up hook
-        (config.getini("blockbuster_mode"), "ini option blockbuster_mode"),
+        (ini_value(config, "blockbuster_mode"), "ini option blockbuster_mode"),
     )
     mode, source = next(
         ((value, name) for value, name in candidates if value is not None),

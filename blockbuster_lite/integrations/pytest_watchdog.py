@@ -18,7 +18,7 @@ during a test is reported in that test: the plugin collects pending ones as each
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -51,6 +51,24 @@ def _parse_ms(value: str, source: str) -> float | None:
         raise pytest.UsageError(f"blockbuster_lite: {exc}") from None
 
 
+def ini_value(config: pytest.Config, name: str) -> Any:
+    """The ini key ``name`` as pytest reads it, or None when no ini file nor ``-o`` sets it.
+
+    Registered with ``default=None``, pytest 8 answers None for a key that is not set; pytest 7
+    answers ``""``, which must not read as a blank value given on purpose (and refused).
+    """
+    value = config.getini(name)
+    if value != "":
+        return value
+    inicfg = getattr(config, "inicfg", None)
+    overrides = getattr(config.option, "override_ini", None) or ()
+    if (inicfg is not None and name in inicfg) or any(
+        str(item).partition("=")[0].strip() == name for item in overrides
+    ):
+        return value
+    return None
+
+
 def resolve_watchdog(config: pytest.Config) -> tuple[float | None, str]:
     """(seconds or None, source): --blockbuster-watchdog-ms > environment > ini.
 
@@ -59,7 +77,7 @@ def resolve_watchdog(config: pytest.Config) -> tuple[float | None, str]:
     candidates = (
         (config.getoption("blockbuster_watchdog_ms"), "--blockbuster-watchdog-ms"),
         ((os.environ.get(ENV_WATCHDOG_MS) or "").strip() or None, ENV_WATCHDOG_MS),
-        (config.getini("blockbuster_watchdog_ms"), "ini option blockbuster_watchdog_ms"),
+        (ini_value(config, "blockbuster_watchdog_ms"), "ini option blockbuster_watchdog_ms"),
     )
     for value, source in candidates:
         if value is not None:

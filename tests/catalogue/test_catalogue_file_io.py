@@ -109,6 +109,46 @@ def test_stdout_stderr_pipes_and_memory_files_are_clean(loop: str) -> None:
     assert [c for c in calls(guard) if c != "open"] == []
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("how", ["sys.stderr swapped", "fd 2 dup2ed"])
+def test_stderr_sent_to_a_regular_file_is_clean_other_files_are_not(
+    loop: str, how: str, tmp_path: Path
+) -> None:
+    """Logging to the console is never reported, even when the console is a regular file
+    (``app > out.log``, pytest's capture, loguru writing to a captured stderr); a write to
+    another regular file still is."""
+    saved_stderr, saved_fd = sys.stderr, os.dup(2)
+    try:
+        with bl.intercept("log") as guard:
+            # opened while active (off the loop), so both files are checked ones
+            console = open(tmp_path / "console.log", "w", buffering=1)  # noqa: SIM115
+            other = open(tmp_path / "other.log", "w")  # noqa: SIM115
+            if how == "sys.stderr swapped":
+                sys.stderr = console
+            else:
+                os.dup2(console.fileno(), 2)
+
+            def use() -> None:
+                if how == "sys.stderr swapped":
+                    sys.stderr.write("to the console\n")
+                    sys.stderr.flush()
+                else:  # a handler holding the raw stream opened on the same file
+                    console.write("to the console\n")
+                    console.flush()
+                other.write("to a file")
+                other.flush()
+
+            call_on(loop, use)
+    finally:
+        sys.stderr = saved_stderr
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        console.close()
+        other.close()
+    assert [c for c in calls(guard) if c != "open"] == ["file.write"]
+    assert (tmp_path / "console.log").read_text() == "to the console\n"
+
+
 def test_the_layers_stay_the_c_types(data: Path) -> None:
     with bl.intercept("log"):
         with open(data) as text, open(data, "rb") as binary, open(data, "r+b") as both:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -666,3 +667,39 @@ def test_the_entry_point_module_exports_every_hook() -> None:
     assert hooks and hooks <= set(vars(entry_point))
     assert all(getattr(entry_point, name) is getattr(implementation, name) for name in hooks)
     assert entry_point.blockbuster is implementation.blockbuster
+
+
+class _Pytest7Config:
+    """What pytest 7.4 answers for an ini key registered with ``default=None``: ``""`` when no
+    ini file sets it, so unset and set-to-blank look alike through ``getini`` alone."""
+
+    def __init__(self, inicfg: dict[str, str], override_ini: list[str] | None) -> None:
+        self.inicfg = inicfg
+        self.option = type("Option", (), {"override_ini": override_ini})()
+
+    def getini(self, name: str) -> str:
+        for item in self.option.override_ini or ():
+            key, _, value = item.partition("=")
+            if key.strip() == name:
+                return value
+        return self.inicfg.get(name, "")
+
+
+@pytest.mark.parametrize(
+    ("inicfg", "override", "expected"),
+    [
+        ({}, None, None),  # not set anywhere: pytest 7's "" is not a blank mode given on purpose
+        ({"other": "x"}, ["other=y"], None),
+        ({"blockbuster_mode": ""}, None, ""),  # a blank line in the ini file: refused later
+        ({}, ["blockbuster_mode="], ""),  # -o blockbuster_mode= : refused later
+        ({"blockbuster_mode": "raise"}, None, "raise"),
+        ({}, ["blockbuster_mode=warn"], "warn"),
+    ],
+)
+def test_an_ini_key_pytest_7_leaves_unset_reads_as_unset(
+    inicfg: dict[str, str], override: list[str] | None, expected: str | None
+) -> None:
+    from blockbuster_lite.integrations.pytest_watchdog import ini_value
+
+    config: Any = _Pytest7Config(inicfg, override)
+    assert ini_value(config, "blockbuster_mode") == expected
