@@ -91,16 +91,20 @@ class _CheckedLock:
     No ``__getattr__``: a class with one gets CPython's slow attribute hook (no specialised
     look-ups), which cost ~120 ns per ``acquire()`` + ``release()``. The real lock's other
     attributes are forwarded by properties instead (``_forwarding``), ``release`` is the real
-    lock's bound C method, and ``__exit__`` is resolved in C to the real lock's.
+    lock's bound C method, and so is ``__exit__``.
     """
 
-    __slots__ = ("__weakref__", "_acquire", "_lock", "release")
+    # ``__exit__`` is a slot: ``with`` looks it up on the type, finds the slot's descriptor and
+    # gets the real lock's bound C ``__exit__`` (a release) stored at construction, so leaving
+    # the block runs no Python frame and builds no bound method.
+    __slots__ = ("__exit__", "__weakref__", "_acquire", "_lock", "release")
     _handler = staticmethod(_lock_handler)
 
     def __init__(self, lock: Any) -> None:
         self._lock = lock
         self._acquire = lock.acquire  # bound once: no method look-up per acquire
         self.release = lock.release
+        self.__exit__ = lock.__exit__
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._acquire(False):
@@ -111,9 +115,6 @@ class _CheckedLock:
 
     __enter__ = acquire
     acquire_lock = acquire
-    # ``with`` looks __exit__ up on the type and binds it: this property hands back the real
-    # lock's own C __exit__ (a release), so leaving the block runs no Python frame.
-    __exit__ = property(operator.attrgetter("_lock.__exit__"))
 
     # copy, pickle and repr as the lock itself: refusing with its TypeError, naming its type
     def __reduce_ex__(self, protocol: Any) -> Any:

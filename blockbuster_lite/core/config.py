@@ -253,7 +253,12 @@ def parse_allow(rules: Iterable[str] | str, source: str = "argument 'allow'") ->
 def parse_scope(
     scope: Iterable[str] | str | None, source: str = "argument 'scope'"
 ) -> tuple[str, ...] | None:
-    """Parse a scope (packages whose calls are checked); None means everything."""
+    """Parse a scope (packages whose calls are checked); None means everything.
+
+    An entry ``-package`` excludes that package's frames from counting as in scope (blockbuster's
+    ``excluded_modules``): ``["anyio", "-anyio.pytest_plugin"]`` checks anyio's code, not a test
+    that anyio's own test runner drives.
+    """
     if scope is None:
         return None
     expected = "package names, as a list of strings or a comma-separated string"
@@ -272,11 +277,19 @@ def parse_scope(
         return None  # [] or "": no scope, everything is checked
     result = []
     for item in items:
-        if not isinstance(item, str) or not all(p.isidentifier() for p in item.strip().split(".")):
+        name = item.strip().removeprefix("-") if isinstance(item, str) else ""
+        if not isinstance(item, str) or not all(p.isidentifier() for p in name.split(".")):
             raise ConfigError(
-                f"invalid scope entry {_shown(item)} from {source}: expected a package name"
+                f"invalid scope entry {_shown(item)} from {source}: expected a package name "
+                "(or '-package' to exclude one)"
             )
         result.append(item.strip())
+    if all(item.startswith("-") for item in result):
+        raise ConfigError(
+            f"invalid scope {_shown(scope)} from {source}: only exclusions ('-package'), so "
+            "nothing would be checked; name the packages to check too (scope=['myapp', "
+            "'-myapp.testing'])"
+        )
     return tuple(result)
 
 

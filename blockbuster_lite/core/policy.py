@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .config import AllowRule
 
-__all__ = ["KNOWN_TRIVIAL", "CodeInfo", "KnownTrivial", "Site", "code_info", "locate"]
+__all__ = ["KNOWN_TRIVIAL", "CodeInfo", "KnownTrivial", "Site", "code_info", "in_packages", "locate"]
 
 
 # --- frame classification -------------------------------------------------------------------
@@ -93,6 +93,9 @@ MACHINERY: tuple[tuple[str, str | None], ...] = (
     # guest ticks (trio's run context still set) that loop waits on a queue.Queue for work
     ("anyio._backends._trio", "TestRunner._call_in_runner_task"),
     ("anyio._backends._trio", "TestRunner.__exit__"),
+    # Starlette's TestClient hands the app the request body it reads from the test's own
+    # request (an upload file the test opened): in a server that body comes off the socket
+    ("starlette.testclient", "_TestClientTransport.handle_request.<locals>.receive"),
     ("fastapi.dependencies.utils", None),  # first-request endpoint introspection
     ("fastapi.routing", "APIRoute.__init__"),
     ("typing", None),
@@ -296,7 +299,7 @@ def locate(
                         trivial = known[1]
                 elif first_other is None:
                     first_other = Site(frame, info)
-            if not in_scope and _in_packages(info.module, scope):
+            if not in_scope and in_packages(info.module, scope):
                 in_scope = True
             if allow and any(r.matches(info.module, info.filename, info.qualname) for r in allow):
                 return None
@@ -318,7 +321,17 @@ def _own_package(module: str, call: str) -> bool:
     return bool(package) and call.partition(".")[0] == package
 
 
-def _in_packages(module: str, packages: tuple[str, ...] | None) -> bool:
+def in_packages(module: str, packages: tuple[str, ...] | None) -> bool:
+    """``module`` belongs to a package of the scope and to none it excludes (``-pkg`` entries,
+    blockbuster's ``excluded_modules``: a test runner inside the scoped package)."""
     if not packages:
         return False
-    return any(module == p or module.startswith(p + ".") for p in packages)
+    hit = False
+    for package in packages:
+        if package[0] == "-":
+            package = package[1:]
+            if module == package or module.startswith(package + "."):
+                return False
+        elif not hit and (module == package or module.startswith(package + ".")):
+            hit = True
+    return hit

@@ -102,8 +102,7 @@ class SeenSite:
             self.blocked_since_log += sum(pending)
         slot = self.stats
         with slot.lock:
-            for duration in pending:
-                slot.add(duration)
+            slot.add_timed(pending)
 
 
 #: A counting site folds its pending durations into the statistics every this many calls.

@@ -4,9 +4,12 @@ A ``StatsCollector`` takes violations (patched calls and watchdog stalls alike) 
 ``Violation.report_key`` (kind, call family, file, line, function: bounded by the program's code,
 whatever the arguments) the first sample's described call, the count, how many of them were timed (raise mode stops
 the call before it runs, so it has a count but no duration), the total, and the maximum. The
-median and the 99th percentile come from a bounded reservoir per site (Vitter's algorithm R,
-1000 durations), so memory stays flat in a long-running server and a snapshot sorts at most
-1000 numbers per site; below 1000 timed calls the percentiles are exact.
+median and the 99th percentile come from a bounded reservoir per site (a uniform sample of
+1000 durations, kept by Li's algorithm L: once the reservoir is full it draws how many calls to
+skip before the next one replaces a sample, so a call that is not sampled costs no random
+number, and a batch of counted repeats is added in one step), so memory stays flat in a
+long-running server and a snapshot sorts at most 1000 numbers per site; below 1000 timed calls
+the percentiles are exact.
 
 Every guard owns one (``guard.stats()``); a collector is also an observer, so
 ``state.observers`` can hold one to aggregate the whole process. ``format_stats()`` renders a
@@ -66,7 +69,9 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 class _Site:
-    __slots__ = ("call", "count", "lock", "maximum", "reservoir", "size", "timed", "total")
+    __slots__ = (
+        "call", "count", "lock", "maximum", "next", "reservoir", "size", "timed", "total", "weight",
+    )  # fmt: skip
 
     def __init__(self, call: str, size: int, lock: Any) -> None:
         self.call = call  # the first sample's (described) call
@@ -77,21 +82,57 @@ class _Site:
         self.total = 0.0
         self.maximum = 0.0
         self.reservoir: list[float] = []
+        #: Algorithm L's state: the (1-based) timed call that replaces a sample next, and W.
+        self.next = _NEVER
+        self.weight = 1.0
 
     def add(self, duration: float | None) -> None:
         self.count += 1
         if duration is None:
             return
-        self.timed += 1
+        timed = self.timed = self.timed + 1
         self.total += duration
         if duration > self.maximum:
             self.maximum = duration
-        if len(self.reservoir) < self.size:
+        if timed <= self.size:
             self.reservoir.append(duration)
-        else:
-            slot = int(_uniform() * self.timed)  # randrange() costs ~1 us more per call
-            if slot < self.size:
-                self.reservoir[slot] = duration
+            if timed == self.size:
+                self._skip(timed)
+        elif timed == self.next:
+            self.reservoir[int(_uniform() * self.size)] = duration
+            self._skip(timed)
+
+    def add_timed(self, durations: list[float]) -> None:
+        """``add`` for each of ``durations`` (all measured), in one step."""
+        if not durations:
+            return
+        start = self.timed
+        end = self.timed = start + len(durations)
+        self.count += len(durations)
+        self.total += sum(durations)
+        longest = max(durations)
+        if longest > self.maximum:
+            self.maximum = longest
+        if start < self.size:
+            self.reservoir.extend(durations[: self.size - start])
+            if end >= self.size:
+                self._skip(self.size)
+        while self.next <= end:
+            self.reservoir[int(_uniform() * self.size)] = durations[self.next - start - 1]
+            self._skip(self.next)
+
+    def _skip(self, at: int) -> None:
+        """Draw the next timed call to keep, after call number ``at`` (algorithm L)."""
+        size = self.size
+        self.weight *= math.exp(math.log(1.0 - _uniform()) / size)  # 1 - random(): in (0, 1]
+        weight = min(self.weight, _BELOW_ONE)
+        skip = math.log(1.0 - _uniform()) / math.log1p(-weight)
+        self.next = at + 1 + (int(skip) if skip < _NEVER else _NEVER)
+
+
+#: A call number no site reaches; and the largest float below 1 (log1p(-1) is undefined).
+_NEVER = 1 << 62
+_BELOW_ONE = 1.0 - 2.0**-53
 
 
 _Key = tuple[str, str, str, int, str]

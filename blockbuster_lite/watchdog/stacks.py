@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
-from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo
+from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo, in_packages
 from ..core.state import exempt, request_context, state
 from .calls import CALL_OPS, PYTHON_CODE, call_name, top_call
 from .hooks import RUN_CODES
@@ -177,7 +177,7 @@ def excluded_by_guard(infos: list[CodeInfo]) -> bool:
     scope = guard.scope
     if scope is None:
         return False
-    return not any(i.module == p or i.module.startswith(p + ".") for i in infos for p in scope)
+    return not any(in_packages(i.module, scope) for i in infos)
 
 
 def task_boundary_asyncio(loop: asyncio.AbstractEventLoop) -> CodeType | None:

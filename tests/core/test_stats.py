@@ -183,3 +183,33 @@ def test_statistics_outlive_the_violation_limit() -> None:
     assert len(guard.violations) == 2
     (row,) = guard.stats()
     assert row.count == 5
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_the_reservoir_is_a_uniform_sample_of_the_whole_stream(batch: int) -> None:
+    """Position-valued stream: each quarter of it must hold about a quarter of the kept samples,
+    whether durations arrive one by one or in the batches counted repeats are folded in."""
+    from blockbuster_lite.core import stats
+
+    state = stats._random.getstate()
+    stats._random.seed(11)
+    try:
+        collector = StatsCollector()
+        first = violation(0.0)
+        site = collector.slot(first)
+        total = 40_000
+        stream = [float(i) for i in range(total)]
+        for start in range(0, total, batch):
+            if batch == 1:
+                site.add(stream[start])
+            else:
+                site.add_timed(stream[start : start + batch])
+    finally:
+        stats._random.setstate(state)
+    assert (site.count, site.timed, len(site.reservoir)) == (total, total, RESERVOIR_SIZE)
+    assert site.maximum == total - 1 and site.total == pytest.approx(sum(stream))
+    quarters = [0, 0, 0, 0]
+    for value in site.reservoir:
+        quarters[int(value * 4 // total)] += 1
+    assert all(190 <= count <= 310 for count in quarters), quarters  # 250 each, ~4 sigma
+    assert len(set(site.reservoir)) == RESERVOIR_SIZE  # each sample kept once

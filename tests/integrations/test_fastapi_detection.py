@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import httpx
 import pydantic
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 
 import blockbuster_lite as bl
 
@@ -93,3 +93,31 @@ def test_a_sync_shutdown_handler_is_in_a_fastapi_scope() -> None:
     with bl.intercept("log", scope=["django"]) as other:
         asyncio.run(lifespan(make_app()))
     assert other.violations == []
+
+
+def test_testclient_reading_the_tests_upload_file_is_not_the_apps_blocking_call(
+    tmp_path: Any,
+) -> None:
+    """Starlette's TestClient reads the body the test posts (an open file) on the app's loop:
+    in a server that body comes off the socket. The app's own file read is still reported."""
+    from fastapi.testclient import TestClient
+
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"x" * 70_000)
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        return Response(await request.body())
+
+    @app.get("/own")
+    async def own() -> Response:
+        return Response(upload.read_bytes())
+
+    with bl.intercept("log") as guard, TestClient(app) as client:
+        with upload.open("rb") as body:  # opened while active: a checked file
+            echoed = client.post("/echo", content=body)
+        assert echoed.status_code == 200 and len(echoed.content) == 70_000
+        assert guard.violations == []
+        assert client.get("/own").status_code == 200
+    assert {v.function.rpartition(".")[2] for v in guard.violations} == {"own"}
