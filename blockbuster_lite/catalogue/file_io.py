@@ -36,7 +36,14 @@ ADVICE = (
 )
 
 _fstat = os.fstat
+_fspath = os.fspath
 _FileIO = io.FileIO
+_BufferedRandom, _BufferedReader, _BufferedWriter = (
+    io.BufferedRandom, io.BufferedReader, io.BufferedWriter
+)
+_TextIOWrapper, _text_encoding, _DEFAULT_BUFFER_SIZE = (
+    io.TextIOWrapper, io.text_encoding, io.DEFAULT_BUFFER_SIZE
+)
 
 
 def _regular(fd: int) -> bool:
@@ -49,7 +56,14 @@ def _regular(fd: int) -> bool:
 
 
 def _checks(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    if not instance._bbl_regular:
+    regular = instance._bbl_regular
+    if regular is None:  # first asked on a loop thread: one fstat, remembered
+        try:
+            fd = instance.fileno()
+        except (OSError, ValueError):  # closed: the call raises by itself
+            return False
+        regular = instance._bbl_regular = _regular(fd)
+    if not regular:
         return False
     if _standard_stream(instance):  # found once: then never asked again
         instance._bbl_regular = False
@@ -92,13 +106,14 @@ def _raw_method(name: str, call: str) -> Any:
 
 
 class CheckedFileIO(_FileIO):
-    """A raw file whose syscalls are checked on a loop thread (regular files only)."""
+    """A raw file whose syscalls are checked on a loop thread (regular files only).
 
-    _bbl_regular = False
+    No ``__init__`` of its own: it is built as fast as ``io.FileIO``. Whether it is a regular
+    file is found on its first checked call on a loop thread (``None`` until then), so a file
+    opened and read off the loop costs no extra ``fstat``.
+    """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._bbl_regular = _regular(self.fileno())
+    _bbl_regular: bool | None = None
 
     read = _raw_method("read", "file.read")
     readinto = _raw_method("readinto", "file.read")
@@ -111,6 +126,32 @@ CheckedFileIO.__module__ = "_io"
 CheckedFileIO.__name__ = CheckedFileIO.__qualname__ = "FileIO"
 
 _MODES = frozenset("xrwab+t")
+
+#: Stands for a mode ``io.open`` refuses (it then gets to say why).
+_REFUSED = ("", "", False)
+#: mode -> (raw mode, buffer kind, binary): the mode string's checks, done once per mode.
+_LAYOUTS: dict[str, tuple[str, str, bool]] = {}
+_LAYOUTS_KEPT = 64  # a program that opens with ever new invalid modes cannot grow it
+
+
+def _layout(mode: Any) -> tuple[str, str, bool]:
+    if not isinstance(mode, str):
+        return _REFUSED
+    modes = set(mode)
+    if (
+        modes - _MODES
+        or len(mode) != len(modes)
+        or ("t" in modes and "b" in modes)
+        or sum(c in modes for c in "xrwa") != 1
+    ):
+        layout = _REFUSED
+    else:
+        raw_mode = "".join(c for c in "xrwa+" if c in modes)
+        kind = "+" if "+" in modes else "r" if "r" in modes else "w"
+        layout = (raw_mode, kind, "b" in modes)
+    if type(mode) is str and len(_LAYOUTS) < _LAYOUTS_KEPT:
+        _LAYOUTS[mode] = layout
+    return layout
 
 
 def _build_layers(
@@ -126,31 +167,32 @@ def _build_layers(
 ) -> Any:
     """``io.open`` over a CheckedFileIO (CPython's own algorithm, as in ``_pyio.open``).
 
-    Anything unusual (a bad mode, a non-int buffering, a binary file with an encoding...) goes to
-    the original ``open``, so its errors and warnings stay exactly the interpreter's.
+    Anything unusual (a bad mode, a non-int buffering, a binary file with an encoding, a bool
+    for a descriptor...) goes to the original ``open``, so its errors and warnings stay exactly
+    the interpreter's. A mode's own checks are done once per mode string.
     """
-    if isinstance(file, int) and not isinstance(file, bool):
-        pass
-    else:
-        file = os.fspath(file)
-    modes = set(mode) if isinstance(mode, str) else None
+    layout = _LAYOUTS.get(mode) if type(mode) is str else None
+    if layout is None:
+        layout = _layout(mode)
+    raw_mode, kind, binary = layout
     if (
-        modes is None
-        or not isinstance(file, (str, bytes, int))
+        not raw_mode
         or not isinstance(buffering, int)
-        or modes - _MODES
-        or len(mode) != len(modes)
-        or ("t" in modes and "b" in modes)
-        or sum(c in modes for c in "xrwa") != 1
-        or ("b" in modes and (encoding is not None or errors is not None or newline is not None
-                              or buffering == 1))
-        or (encoding is not None and not isinstance(encoding, str))
-        or (errors is not None and not isinstance(errors, str))
-        or (buffering == 0 and "b" not in modes)
         or buffering < -1
+        or isinstance(file, bool)
+        or (binary and (encoding is not None or errors is not None or newline is not None
+                        or buffering == 1))
+        or (not binary and (buffering == 0
+                            or (encoding is not None and not isinstance(encoding, str))
+                            or (errors is not None and not isinstance(errors, str))
+                            or (newline is not None and not isinstance(newline, str))))
     ):  # fmt: skip
         return original(file, mode, buffering, encoding, errors, newline, closefd, opener)
-    raw_mode = "".join(c for c in "xrwa+" if c in modes)
+    if not isinstance(file, int):
+        try:
+            file = _fspath(file)
+        except TypeError:
+            return original(file, mode, buffering, encoding, errors, newline, closefd, opener)
     raw = CheckedFileIO(file, raw_mode, closefd, opener=opener)
     result: Any = raw
     try:
@@ -158,21 +200,20 @@ def _build_layers(
         if buffering == 1 or (buffering < 0 and raw.isatty()):
             buffering, line_buffering = -1, True
         if buffering < 0:
-            size = getattr(raw, "_blksize", 0)
-            buffering = size if size > 1 else io.DEFAULT_BUFFER_SIZE
+            size = raw._blksize  # type: ignore[attr-defined]
+            buffering = size if size > 1 else _DEFAULT_BUFFER_SIZE
         if buffering == 0:
             return raw
-        if "+" in modes:
-            buffer: Any = io.BufferedRandom(raw, buffering)
-        elif "r" in modes:
-            buffer = io.BufferedReader(raw, buffering)
+        if kind == "+":
+            buffer: Any = _BufferedRandom(raw, buffering)
+        elif kind == "r":
+            buffer = _BufferedReader(raw, buffering)
         else:
-            buffer = io.BufferedWriter(raw, buffering)
+            buffer = _BufferedWriter(raw, buffering)
         result = buffer
-        if "b" in modes:
+        if binary:
             return buffer
-        encoding = io.text_encoding(encoding)
-        text = io.TextIOWrapper(buffer, encoding, errors, newline, line_buffering)
+        text = _TextIOWrapper(buffer, _text_encoding(encoding), errors, newline, line_buffering)
         result = text
         text.mode = mode  # type: ignore[misc]
         return text
@@ -187,8 +228,12 @@ def open_with_checked_raw(original: Any) -> Any:
     def open_(*args: Any, **kwargs: Any) -> Any:
         try:
             return _build_layers(original, *args, **kwargs)
-        except TypeError:
-            return original(*args, **kwargs)  # the interpreter's own message for bad arguments
+        except TypeError as exc:
+            traceback = exc.__traceback__
+            if traceback is not None and traceback.tb_next is not None:
+                raise  # raised inside (an opener, a layer): the original would raise it too
+            # the arguments did not bind: the interpreter's own message for them
+            return original(*args, **kwargs)
 
     return open_
 

@@ -7,9 +7,11 @@ over a checked raw file). ``os.read``/``os.write`` on blocking descriptors are c
 
 from __future__ import annotations
 
+from asyncio import _get_running_loop
 from typing import Any
 
 from ..core.hotpath import make_handler
+from ..core.loop import trio_state
 from ..core.targets import Target
 from ..core.transparent import Wrapper
 from ._predicates import _MISSING, argument, blocking_fd, first_fd_blocks
@@ -62,6 +64,10 @@ def _open(module: str) -> Target:
         opener = open_with_checked_raw(original)
 
         def open_(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if _get_running_loop() is None:  # off the loop: no decision to make, one frame less
+                run_context = trio_state.run_context
+                if run_context is None or "runner" not in run_context.__dict__:
+                    return opener(*args, **kwargs)
             return handler(opener, instance, args, kwargs)
 
         return Wrapper(original, open_, None, (module, "open"))

@@ -20,7 +20,7 @@ from asyncio import _get_running_loop
 from typing import Any
 
 from ..core.hotpath import make_handler
-from ..core.loop import on_loop_thread
+from ..core.loop import loop_gate, on_loop_thread, trio_state
 from ..core.targets import Target
 from ..core.transparent import Wrapper
 from ._predicates import _MISSING, argument
@@ -51,8 +51,10 @@ def _replace_select(original: Any) -> Any:
     handler = make_handler(SELECT)
 
     def select(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not on_loop_thread() or sys._getframe(1).f_globals.get("__name__") == "selectors":
-            return wrapped(*args, **kwargs)  # a selector's own select is checked by its wrapper
+        # called on a loop thread only (loop_gate); a selector's own select is checked by its
+        # wrapper
+        if sys._getframe(1).f_globals.get("__name__") == "selectors":
+            return wrapped(*args, **kwargs)
         timeout = argument(args, kwargs, 3, "timeout")
         if _nonblocking(timeout):
             return wrapped(*args, **kwargs)
@@ -61,7 +63,7 @@ def _replace_select(original: Any) -> Any:
             return ready
         return handler(wrapped, instance, args, kwargs)
 
-    return Wrapper(original, select, None, ("select", "select"))
+    return Wrapper(original, select, loop_gate(), ("select", "select"))
 
 
 # -- select.poll / select.epoll objects ------------------------------------------------------
@@ -184,7 +186,7 @@ def _replace_file_lock(name: str) -> Any:
         waiting = fcntl.LOCK_SH | fcntl.LOCK_EX
 
         def lock(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if not on_loop_thread() or len(args) < 2:
+            if len(args) < 2:  # called on a loop thread only (loop_gate)
                 return wrapped(*args, **kwargs)
             operation = args[1]
             if not isinstance(operation, int) or operation & fcntl.LOCK_NB or not operation & waiting:
@@ -195,7 +197,7 @@ def _replace_file_lock(name: str) -> Any:
                 pass
             return handler(wrapped, instance, args, kwargs)
 
-        return Wrapper(original, lock, None, ("fcntl", name))
+        return Wrapper(original, lock, loop_gate(), ("fcntl", name))
 
     return replace
 
@@ -219,9 +221,13 @@ def _replace_simple_queue(original: Any) -> Any:
         def __subclasscheck__(cls, sub: Any) -> bool:
             return issubclass(sub, original)
 
+    original_get = original.get
+
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
-        if not block or not on_loop_thread():
-            return original.get(self, block, timeout)
+        if not block or (_get_running_loop() is None and (
+            trio_state.run_context is None or "runner" not in trio_state.run_context.__dict__
+        )):  # on_loop_thread(), inlined: this is every worker thread's queue
+            return original_get(self, block, timeout)
         try:
             return original.get(self, False)
         except queue.Empty:

@@ -14,7 +14,7 @@ import threading
 from asyncio import _get_running_loop
 from typing import Any
 
-__all__ = ["current_library", "current_task_name", "on_loop_thread"]
+__all__ = ["current_library", "current_task_name", "loop_gate", "on_loop_thread"]
 
 
 class _TrioState:
@@ -48,6 +48,14 @@ def on_loop_thread() -> bool:
         return True
     run_context = trio_state.run_context
     return run_context is not None and "runner" in run_context.__dict__
+
+
+def loop_gate() -> Any:
+    """The ``enabled`` callable for a ``wrapt.FunctionWrapper`` whose handler acts only on a loop
+    thread: asyncio's C ``_get_running_loop`` until trio is imported (off the loop wrapt then
+    calls the original from C, with no Python frame), ``on_loop_thread`` after. The patcher
+    rebuilds wrappers gated by asyncio's alone once trio is imported."""
+    return _get_running_loop if trio_state.run_context is None else on_loop_thread
 
 
 def current_library() -> str | None:

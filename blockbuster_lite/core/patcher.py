@@ -60,8 +60,12 @@ def _build(target: Target, owner: Any, original: Any) -> tuple[Any, bool]:
     Methods on classes become plain functions (see ``make_method``), named after where they are
     installed so that pickle finds them there (``socket.socket.send``).
     """
-    if target.replace is not None:
-        return target.replace(original), False
+    if target.replace is not None:  # a Wrapper gated by loop_gate() is rebuilt for trio too
+        replacement = target.replace(original)
+        gate: Any = None
+        if isinstance(replacement, wrapt.FunctionWrapper):
+            gate = replacement._self_enabled
+        return replacement, gate is _get_running_loop
     if isinstance(owner, type) and isinstance(original, _PLAIN_METHODS):
         method = functools.update_wrapper(make_method(target, original), original)
         method.__module__, method.__qualname__ = target.module, target.path

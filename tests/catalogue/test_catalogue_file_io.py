@@ -9,6 +9,7 @@ import os
 import pickle
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
-def seen_after_opening(loop: str, opener: Callable[[], Any], use: Callable[[Any], Any]) -> list[str]:
+def seen_after_opening(
+    loop: str, opener: Callable[[], Any], use: Callable[[Any], Any]
+) -> list[str]:
     """Open while active but off the loop (a worker, start-up), then use the file on the loop."""
     with bl.intercept("log") as guard:
         file = opener()
@@ -231,3 +234,86 @@ def test_a_file_opened_before_activation_and_held_by_a_module(
     finally:
         module.HANDLE.close()
         module.Holder.handle.close()
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    try:
+        file = call()
+    except Exception as exc:  # the interpreter's answer, compared with ours
+        return type(exc), str(exc)
+    try:
+        layers, layer = [], file
+        while layer is not None:  # TextIOWrapper -> Buffered* -> FileIO, by their names
+            layers.append(f"{type(layer).__module__}.{type(layer).__qualname__}")
+            layer = getattr(layer, "buffer", None) or getattr(layer, "raw", None)
+        return tuple(layers), getattr(file, "mode", None)
+    finally:
+        file.close()
+
+
+OPEN_ARGUMENTS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    (("r",), {}), (("rb",), {}), (("rt",), {}), (("r+",), {}), (("a+b",), {}), (("w",), {}),
+    (("rr",), {}), (("rw",), {}), (("tb",), {}), (("",), {}), (("rU",), {}), ((b"r",), {}),
+    ((None,), {}), (("r", 0), {}), (("rb", 0), {}), (("rb", 1), {}), (("r", 1.5), {}),
+    (("r", -2), {}), (("r", True), {}), (("r",), {"encoding": 5}), (("r",), {"errors": 5}),
+    (("r",), {"newline": "x"}), (("r",), {"newline": 5}), (("rb",), {"newline": "\n"}),
+    (("rb",), {"errors": "strict"}), (("r",), {"encoding": "no-such-codec"}),
+    (("r",), {"closefd": False}), (("r",), {"closefd": "x"}), (("r",), {"opener": 5}), (("r",), {"bogus": 1}), (("r", -1, None, None, None, True, None, 9), {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "kwargs"), OPEN_ARGUMENTS, ids=repr)
+def test_open_answers_every_argument_as_the_interpreter_does(
+    data: Path, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    original = open
+    with warnings.catch_warnings():  # buffering=1 in binary mode warns, in both
+        warnings.simplefilter("ignore")
+        expected = _outcome(lambda: original(data, *args, **kwargs))
+    with bl.intercept("log"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert open is not original
+        got = _outcome(lambda: open(data, *args, **kwargs))  # noqa: SIM115
+    assert got == expected
+
+
+@pytest.mark.parametrize("file", [True, 3.5, object()], ids=repr)
+def test_open_of_an_odd_file_argument_answers_as_the_interpreter_does(file: Any) -> None:
+    original = open
+    expected = _outcome(lambda: original(file, closefd=False))
+    with bl.intercept("log"):
+        got = _outcome(lambda: open(file, closefd=False))  # noqa: SIM115
+    assert got == expected
+
+
+def test_an_opener_that_raises_type_error_is_called_once(data: Path) -> None:
+    calls_made: list[str] = []
+
+    def opener(path: str, flags: int) -> int:
+        calls_made.append(path)
+        raise TypeError("opener says no")
+
+    with bl.intercept("log"), pytest.raises(TypeError, match="opener says no"):
+        open(data, opener=opener)  # noqa: SIM115
+    assert calls_made == [str(data)]
+
+
+def test_a_file_opened_and_read_off_the_loop_is_never_stat_ed_again(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a file is regular is asked on its first checked call on a loop thread only."""
+    from blockbuster_lite.catalogue import file_io
+
+    asked: list[int] = []
+    real = file_io._regular
+    monkeypatch.setattr(file_io, "_regular", lambda fd: asked.append(fd) or real(fd))
+    with bl.intercept("log") as guard, open(data) as file:
+        file.read()
+        assert asked == []
+        file.seek(0)
+        call_on("asyncio", lambda: file.read())
+        assert len(asked) == 1
+        file.seek(0)
+        call_on("asyncio", lambda: file.read())
+        assert len(asked) == 1
+    assert calls(guard) == ["file.read", "file.read"]  # both reads on the loop, as before

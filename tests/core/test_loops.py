@@ -157,15 +157,19 @@ def test_trio_imported_after_activation_is_recognised(tmp_path: Path) -> None:
     script.write_text(
         textwrap.dedent(
             """
-            import sys, time
+            import fcntl, select, socket, sys, tempfile, time
             import blockbuster_lite as bl
 
             assert "trio" not in sys.modules
+            quiet, _ = socket.socketpair()
+            lock_file = tempfile.TemporaryFile()
             with bl.intercept("log") as guard:
                 import trio
 
                 async def main():
                     time.sleep(0.0001)
+                    select.select([quiet], [], [], 0.01)  # gated wrappers are rebuilt too
+                    fcntl.flock(lock_file, fcntl.LOCK_EX)  # free: never reported
 
                 trio.run(main)
             trio.run(main)  # trio keeps working once the guard has ended
@@ -177,7 +181,7 @@ def test_trio_imported_after_activation_is_recognised(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['time.sleep']"
+    assert result.stdout.strip() == "['time.sleep', 'select.select']"
 
 
 def test_trio_imported_before_any_activation_is_recognised(tmp_path: Path) -> None:
