@@ -14,9 +14,11 @@ wait on a shared object to another thread changes who holds it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from asyncio import _get_running_loop
+from types import MethodType
 from typing import Any
 
 from ..core.hotpath import make_handler
@@ -146,11 +148,15 @@ def _replace_selector_select(target: Target) -> Any:
         handler = make_handler(target)
 
         def select(self: Any, timeout: float | None = None) -> Any:
+            loop: Any = _get_running_loop()
+            if loop is not None and getattr(loop, "_selector", None) is self:
+                # The loop's own selector, polled on every turn: from now on its select is the
+                # original, bound on the instance, so later turns pay nothing (once per loop).
+                with contextlib.suppress(AttributeError, TypeError):
+                    vars(self)["select"] = MethodType(original, self)
+                return original(self, timeout)
             if not on_loop_thread() or (timeout is not None and timeout <= 0):
                 return original(self, timeout)
-            loop = _get_running_loop()
-            if loop is not None and getattr(loop, "_selector", None) is self:
-                return original(self, timeout)  # the loop's own selector
             ready = original(self, 0)
             if ready:
                 return ready

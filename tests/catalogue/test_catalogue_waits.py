@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import asyncio
 import fcntl
 import multiprocessing
 import queue
@@ -261,3 +262,23 @@ def test_uncontended_thread_module_locks_are_clean(loop: str) -> None:
         return use
 
     assert seen(loop, make) == []
+
+
+def test_the_loops_own_selector_costs_nothing_after_its_first_turn() -> None:
+    """An asyncio loop polls its selector on every turn: once recognised, the selector's select
+    is the original itself (bound on the instance), not our check."""
+    seen: list[Any] = []
+
+    async def main() -> None:
+        await asyncio.sleep(0)
+        selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        seen.append(type(selector).select)
+        seen.append(selector.select.__func__)
+
+    original = selectors.EpollSelector.select
+    with bl.intercept("raise") as guard:
+        asyncio.run(main())
+    patched, bound = seen
+    assert patched is not original and bound is original
+    assert selectors.EpollSelector.select is original
+    assert calls(guard) == []
