@@ -52,6 +52,11 @@ _POSITIONAL = frozenset(
 )  # fmt: skip
 
 
+#: Their argument counts (Python cannot read these signatures on 3.11; the Cursor's it can).
+_MAX_ARGS = {"Connection.execute": 2, "Connection.executemany": 2,
+             "Connection.executescript": 1, "Connection.commit": 0, "Connection.rollback": 0}  # fmt: skip
+
+
 def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
     """A subclass of ``base`` with checked methods, that copies and pickles as ``base`` does."""
     base_name = type_name(base, (sqlite3.Connection, sqlite3.Cursor))
@@ -68,6 +73,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
         target = Target(
             "sqlite3", f"{kind}.{name}", call, None, advice, describe=describe,
             positional_only=f"{kind}.{name}" in _POSITIONAL,
+            max_args=_MAX_ARGS.get(f"{kind}.{name}"),
         )  # fmt: skip
         setattr(cls, name, _checked(cls, kind, name, target))
     return cls

@@ -114,6 +114,9 @@ def make_method(target: Target, original: Any, direct: Any = None) -> Callable[.
     if target.socket_method and target.max_args is not None and target.max_args <= 3:
         return _make_socket_method(target, original)
     if target.positional_only or _takes_positional_only(direct):
+        most = target.max_args if target.max_args is not None else _most_positional(direct)
+        if most is not None and most <= 3:
+            return _make_fixed_method(target, original, direct)
         return _make_positional_method(target, original, direct)
     predicate = target.predicate
     socket_method = target.socket_method
@@ -152,6 +155,17 @@ def _takes_positional_only(function: Any) -> bool:
         return False
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)
     return all(parameter.kind in kinds for parameter in parameters)
+
+
+def _most_positional(function: Any) -> int | None:
+    """How many arguments after ``self`` ``function`` takes (None: any number, or unknown)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    if any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters):
+        return None
+    return len(parameters)
 
 
 #: Stands for an argument not passed in the positional replacements' fixed slots.
@@ -198,6 +212,44 @@ def _make_positional_method(target: Target, original: Any, direct: Any) -> Calla
         args = (
             () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
         )
+        if predicate is not None:
+            try:
+                blocks = predicate(self, args, no_kwargs)
+            except Exception:
+                blocks = True
+            if not blocks:
+                return original(self, *args)
+        return checked_call(target, MethodType(original, self), self, args, {})
+
+    return method
+
+
+def _make_fixed_method(target: Target, original: Any, direct: Any) -> Callable[..., Any]:
+    """``_make_positional_method`` for a method known to take at most three arguments
+    (``cursor.execute(sql, params)``, ``fetchall()``): no ``*rest``, so CPython 3.11 calls it on
+    its specialised path for Python functions (~70 ns less per call than with ``*rest``)."""
+    predicate = target.predicate
+    socket_method = target.socket_method
+    no_kwargs: dict[str, Any] = {}
+
+    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
+        __tracebackhide__ = True
+        if _get_running_loop() is None:
+            run_context = trio_state.run_context
+            if run_context is None or "runner" not in run_context.__dict__:
+                if b is _NO:
+                    return direct(self) if a is _NO else direct(self, a)
+                return direct(self, a, b) if c is _NO else direct(self, a, b, c)
+        args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
+        if not state.guards:  # left behind after the last guard stopped: inert
+            return direct(self, *args)
+        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
+            try:
+                nonblocking = self.timeout == 0.0
+            except Exception:
+                nonblocking = False
+            if nonblocking:
+                return original(self, *args)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, no_kwargs)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -183,3 +184,55 @@ def test_uninstalled_connect_is_the_original(database: str) -> None:
         assert type(conn) is sqlite3.Connection
     finally:
         conn.close()
+
+
+def _answer(call: Any) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # compared with the plain connection's answer
+        return type(exc), str(exc)
+
+
+CALLS: dict[str, Any] = {
+    "execute()": lambda c: c.execute(),
+    "execute(sql)": lambda c: c.execute("select name from users order by id").fetchall(),
+    "execute(sql, params)": lambda c: c.execute("select ?", (7,)).fetchall(),
+    "execute(sql, params, extra)": lambda c: c.execute("select ?", (7,), 1),
+    "execute(sql, params, 2 extra)": lambda c: c.execute("select ?", (7,), 1, 2),
+    "executemany": lambda c: c.executemany("select ?", [(1,)]).fetchall(),
+    "executescript": lambda c: c.executescript("select 1;").fetchall(),
+    "commit()": lambda c: c.commit(),
+    "commit(extra)": lambda c: c.commit(1),
+    "cursor.execute(sql, params)": lambda c: c.cursor().execute("select ?", (8,)).fetchall(),
+    "cursor.execute(sql, params, extra)": lambda c: c.cursor().execute("select ?", (8,), 1),
+    "cursor.fetchall(extra)": lambda c: c.cursor().fetchall(1),
+    "cursor.fetchmany(size=1)": lambda c: c.execute("select 1 union select 2").fetchmany(size=1),
+}
+
+
+@pytest.mark.parametrize("where", ["off the loop", "on the loop"])
+@pytest.mark.parametrize("name", CALLS)
+def test_checked_methods_answer_every_argument_count_as_the_originals(
+    name: str, where: str, database: str
+) -> None:
+    """The checked methods take their arguments in fixed slots: results and errors stay the
+    originals', with any number of arguments, off the loop and on it."""
+    use = CALLS[name]
+    plain = sqlite3.connect(database)
+    try:
+        expected = _answer(lambda: use(plain))
+    finally:
+        plain.close()
+    with bl.intercept("log"):
+        checked = sqlite3.connect(database)
+        try:
+            if where == "off the loop":
+                got = _answer(lambda: use(checked))
+            else:
+                got = call_on("asyncio", lambda: _answer(lambda: use(checked)))
+        finally:
+            checked.close()
+    if name == "execute(sql, params, 2 extra)":  # Python's own count message, not the C one
+        assert got[0] is expected[0] is TypeError
+    else:
+        assert got == expected
