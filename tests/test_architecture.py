@@ -151,3 +151,25 @@ def test_public_import_paths_keep_working() -> None:
     from blockbuster_lite.integrations.asgi import BlockBusterMiddleware as real
 
     assert BlockBusterMiddleware is real
+
+
+#: Folders of the checkout that are not ours to read (tools, environments, caches).
+_NOT_OURS = {".git", ".venv", ".peer-suites", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+             "__pycache__", "build", "dist"}  # fmt: skip
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    """A merge resolved by hand once left ``<<<<<<<``/``>>>>>>>`` blocks in the README."""
+    checkout = ROOT.parent
+    found = []
+    for path in sorted(checkout.rglob("*")):
+        if not path.is_file() or _NOT_OURS.intersection(path.relative_to(checkout).parts):
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue  # not text
+        for number, line in enumerate(lines, 1):
+            if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "=======":
+                found.append(f"{path.relative_to(checkout)}:{number}")
+    assert found == []
