@@ -152,8 +152,12 @@ def _replace_selector_select(target: Target) -> Any:
             if loop is not None and getattr(loop, "_selector", None) is self:
                 # The loop's own selector, polled on every turn: from now on its select is the
                 # original, bound on the instance, so later turns pay nothing (once per loop).
+                # An instance attribute already there is someone's hook (the watchdog times the
+                # loop's turns that way): it stays, and calls us on every turn.
                 with contextlib.suppress(AttributeError, TypeError):
-                    vars(self)["select"] = MethodType(original, self)
+                    own = vars(self)
+                    if "select" not in own:
+                        own["select"] = MethodType(original, self)
                 return original(self, timeout)
             if not on_loop_thread() or (timeout is not None and timeout <= 0):
                 return original(self, timeout)

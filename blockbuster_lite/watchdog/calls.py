@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import dis
 import linecache
+import os
 import sys
 import types
 from types import FrameType
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..core.policy import INTERNAL, CodeInfo
 
-__all__ = ["CALL_OPS", "PYTHON_CODE", "call_name", "top_call"]
+__all__ = ["CALL_OPS", "PYTHON_CODE", "call_name", "suspended_locals", "top_call"]
 
 #: The call of a stall spent in the attributed frame's own bytecode.
 PYTHON_CODE = "Python code"
@@ -23,6 +24,40 @@ PYTHON_CODE = "Python code"
 CALL_OPS = frozenset(
     op for name, op in dis.opmap.items() if name.startswith("CALL") or name == "PRECALL"
 )
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def suspended_locals(frame: FrameType, innermost: bool = True) -> dict[str, Any] | None:
+    """The locals of another thread's frame, read only where that is safe; None: not now.
+
+    A frame under the innermost one waits in the call to it, its state saved: it is read. The
+    innermost frame is read only while it waits in a call to C, and never if it is ours:
+    CPython 3.11 can crash reading the locals of a frame caught between two instructions (seen
+    with a frame of ours entering a ``with``, and with a uvloop thread's innermost frame read
+    just after a separate check had found it waiting). The check and the read are made of
+    attribute reads, subscripts and comparisons only, with no call between them: the other
+    thread can run on only where this one checks for a GIL switch (calls, backward jumps,
+    function starts), so the frame cannot move between the check and the read.
+    """
+    if not innermost:
+        try:
+            return frame.f_locals
+        except Exception:
+            return None
+    code = frame.f_code
+    if code.co_filename.startswith(_PACKAGE_DIR):
+        return None  # our own innermost frames: never read from another thread
+    raw = code.co_code
+    lasti = frame.f_lasti
+    if lasti < 0:
+        return None
+    try:
+        if raw[lasti] not in CALL_OPS:
+            return None
+        return frame.f_locals
+    except Exception:  # lasti past the end, a frame torn down meanwhile
+        return None
 
 
 def call_name(frames: list[FrameType], infos: list[CodeInfo], index: int) -> str:
@@ -88,7 +123,10 @@ def _resolve(parts: list[str], frame: FrameType) -> str | None:
     obj: Any = _MISSING
     code = frame.f_code
     if first in code.co_varnames or first in code.co_cellvars or first in code.co_freevars:
-        obj = frame.f_locals.get(first, _MISSING)
+        frame_locals = suspended_locals(frame)
+        if frame_locals is None:
+            return None
+        obj = frame_locals.get(first, _MISSING)
     if obj is _MISSING:
         obj = frame.f_globals.get(first, _MISSING)
     if obj is _MISSING:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo, in_packages
 from ..core.state import exempt, request_context, state
-from .calls import CALL_OPS, PYTHON_CODE, call_name, top_call
+from .calls import CALL_OPS, PYTHON_CODE, call_name, suspended_locals, top_call
 from .hooks import RUN_CODES
 
 __all__ = [
@@ -144,7 +144,8 @@ def _greenlet_parent(frame: FrameType) -> FrameType | None:
     if trampoline is None or frame.f_code is not trampoline:
         return None
     try:
-        portal = frame.f_locals.get("portal_greenlet")
+        frame_locals = suspended_locals(frame, innermost=False)  # it waits in a switch
+        portal = frame_locals.get("portal_greenlet") if frame_locals is not None else None
         parent = getattr(portal, "gr_frame", None)
     except Exception:
         return None
@@ -250,21 +251,24 @@ def loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]
         if frame is top and not _suspended(top):
             pass  # caught between two instructions: its locals are not safe to read
         elif code is _RUN_FOREVER or code is _RUNNER_RUN:
-            owner = frame.f_locals.get("self")
+            frame_locals = suspended_locals(frame, innermost=frame is top)
+            owner = frame_locals.get("self") if frame_locals is not None else None
             loop = owner if code is _RUN_FOREVER else getattr(owner, "_loop", None)
             if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
                 found = True
                 yield loop, "asyncio", code
         elif code is trio_codes.run:
-            runner = frame.f_locals.get("runner")
+            frame_locals = suspended_locals(frame, innermost=frame is top)
+            runner = frame_locals.get("runner") if frame_locals is not None else None
             if runner is not None and hasattr(runner, "current_trio_token"):
                 found = True
                 yield runner, "trio", None
         frame = frame.f_back
         depth += 1
-    if not found and "uvloop" in sys.modules and _suspended(top):
+    top_locals = suspended_locals(top) if not found and "uvloop" in sys.modules else None
+    if top_locals is not None:
         # uvloop's run_forever is C: an idle uvloop thread's innermost frame is its caller.
-        for value in list(top.f_locals.values()):
+        for value in list(top_locals.values()):
             if isinstance(value, asyncio.AbstractEventLoop) and value.is_running():
                 yield value, "asyncio", top.f_code
 
