@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from ..core.policy import INTERNAL, LIBRARY, USER, CodeInfo, in_packages
 from ..core.state import exempt, request_context, state
-from .calls import CALL_OPS, PYTHON_CODE, call_name, suspended_locals, top_call
+from .calls import PYTHON_CODE, call_name, suspended_locals, top_call
 from .hooks import RUN_CODES
 
 __all__ = [
@@ -241,48 +240,32 @@ def running_task(kind: str, target: Any, frames: list[FrameType]) -> TaskInfo:
 
 
 def loops_on_stack(top: FrameType) -> Iterator[tuple[Any, str, CodeType | None]]:
-    """``(loop or trio runner, kind, dispatch code)`` for what a thread is running."""
+    """``(loop or trio runner, kind, dispatch code)`` for what a thread is running.
+
+    Only frames under the innermost one are read (each waits in its call to the next): the
+    innermost frame of another thread is never read here. CPython 3.11 crashed twice in the test
+    suite reading it (a uvloop thread's top frame, found waiting in uvloop's C loop, read while
+    that thread had gone on into our run hook), even with the check and the read back to back.
+    So a uvloop loop already running in another thread when the watchdog starts, whose only
+    Python frame is that top one, is watched from its next run (the run hooks), not found here.
+    """
     trio_codes = trio_machinery()
-    found = False
-    frame: FrameType | None = top
+    frame: FrameType | None = top.f_back
     depth = 0
     while frame is not None and depth < 500:
         code = frame.f_code
-        if frame is top and not _suspended(top):
-            pass  # caught between two instructions: its locals are not safe to read
-        elif code is _RUN_FOREVER or code is _RUNNER_RUN:
-            frame_locals = suspended_locals(frame, innermost=frame is top)
+        if code is _RUN_FOREVER or code is _RUNNER_RUN:
+            frame_locals = suspended_locals(frame, innermost=False)
             owner = frame_locals.get("self") if frame_locals is not None else None
             loop = owner if code is _RUN_FOREVER else getattr(owner, "_loop", None)
             if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
-                found = True
                 yield loop, "asyncio", code
         elif code is trio_codes.run:
-            frame_locals = suspended_locals(frame, innermost=frame is top)
+            frame_locals = suspended_locals(frame, innermost=False)
             runner = frame_locals.get("runner") if frame_locals is not None else None
             if runner is not None and hasattr(runner, "current_trio_token"):
-                found = True
                 yield runner, "trio", None
         frame = frame.f_back
         depth += 1
-    top_locals = suspended_locals(top) if not found and "uvloop" in sys.modules else None
-    if top_locals is not None:
-        # uvloop's run_forever is C: an idle uvloop thread's innermost frame is its caller.
-        for value in list(top_locals.values()):
-            if isinstance(value, asyncio.AbstractEventLoop) and value.is_running():
-                yield value, "asyncio", top.f_code
 
 
-def _suspended(frame: FrameType) -> bool:
-    """Whether another thread's innermost frame waits in a call to C (so reading its locals is
-    safe): not our own code, and at a call instruction. CPython 3.11 can crash reading the
-    locals of a frame caught elsewhere (seen with a frame of ours entering a ``with``)."""
-    code = frame.f_code
-    if code.co_filename.startswith(_PACKAGE_DIR):
-        return False
-    lasti = frame.f_lasti
-    raw = code.co_code
-    return 0 <= lasti < len(raw) and raw[lasti] in CALL_OPS
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

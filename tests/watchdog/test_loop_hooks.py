@@ -254,7 +254,18 @@ def test_hooks_are_exact_and_leave_with_the_last_watchdog() -> None:
     assert hooks_are_gone()
 
 
-@pytest.mark.parametrize("run", ["asyncio.run", "uvloop.run", "uvloop-by-hand", "trio.run"])
+_UVLOOP_NOT_FOUND = pytest.mark.xfail(
+    raises=ValueError, strict=True,
+    reason="uvloop's only Python frame is the thread's innermost one, which the watchdog never "
+    "reads from another thread (CPython 3.11 crashed doing so): watched from its next run",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "run",
+    ["asyncio.run", pytest.param("uvloop.run", marks=_UVLOOP_NOT_FOUND),
+     pytest.param("uvloop-by-hand", marks=_UVLOOP_NOT_FOUND), "trio.run"],
+)  # fmt: skip
 def test_a_loop_running_when_the_guard_starts_in_another_thread_is_found(run: str) -> None:
     """Found by the one scan at start (it began before the hooks existed)."""
     started, release = threading.Event(), threading.Event()
