@@ -21,25 +21,11 @@ import threading
 import time
 from typing import Any
 
+from bench_http import make_app  # the very app bench_http.py measures
+
 import blockbuster_lite as bl
 
 Key = tuple[str, str]
-
-
-def make_app() -> Any:
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-    @app.get("/items/{item_id}")
-    async def item(item_id: int) -> dict[str, Any]:
-        return {"id": item_id, "name": "widget", "tags": ["a", "b"]}
-
-    @app.get("/sync/{item_id}")
-    def sync_item(item_id: int) -> dict[str, Any]:
-        return {"id": item_id, "name": "widget", "tags": ["a", "b"]}
-
-    return app
 
 
 def main() -> None:
