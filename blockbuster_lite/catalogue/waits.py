@@ -159,7 +159,8 @@ def _replace_selector_select(target: Target) -> Any:
                     if "select" not in own:
                         own["select"] = MethodType(original, self)
                 return original(self, timeout)
-            if not on_loop_thread() or (timeout is not None and timeout <= 0):
+            # asyncio was asked above: on_loop_thread() is needed only for trio
+            if (loop is None and not on_loop_thread()) or (timeout is not None and timeout <= 0):
                 return original(self, timeout)
             ready = original(self, 0)
             if ready:
@@ -239,11 +240,11 @@ def _replace_simple_queue(original: Any) -> Any:
         )):  # on_loop_thread(), inlined: this is every worker thread's queue
             return original_get(self, block, timeout)
         try:
-            return original.get(self, False)
+            return original_get(self, False)
         except queue.Empty:
             if timeout is not None and timeout <= 0:
                 raise
-        return handler(original.get, self, (self, block, timeout), {})
+        return handler(original_get, self, (self, block, timeout), {})
 
     get.__qualname__ = f"{original.__name__}.get"
     get.__module__ = "queue"

@@ -32,13 +32,13 @@ def suspended_locals(frame: FrameType, innermost: bool = True) -> dict[str, Any]
     """The locals of another thread's frame, read only where that is safe; None: not now.
 
     A frame under the innermost one waits in the call to it, its state saved: it is read. The
-    innermost frame is read only while it waits in a call to C, and never if it is ours:
-    CPython 3.11 can crash reading the locals of a frame caught between two instructions (seen
-    with a frame of ours entering a ``with``, and with a uvloop thread's innermost frame read
-    just after a separate check had found it waiting). The check and the read are made of
-    attribute reads, subscripts and comparisons only, with no call between them: the other
-    thread can run on only where this one checks for a GIL switch (calls, backward jumps,
-    function starts), so the frame cannot move between the check and the read.
+    innermost frame is read only while it waits in a call to C, and never if it is ours, with
+    the check and the read back to back (attribute reads, subscripts and comparisons, no call
+    between them, so this thread offers no GIL switch in between). That narrows the risk
+    without removing it: CPython 3.11 still crashed once reading a uvloop thread's innermost
+    frame this way, so loop discovery (``stacks.loops_on_stack``) reads no innermost frame at
+    all. The one innermost read left is naming the callee of a stalled frame, which has been
+    waiting in that C call for at least the watchdog's threshold.
     """
     if not innermost:
         try:
