@@ -55,6 +55,7 @@ from ..core.report import Violation, evolve, logger, report_text
 from ..core.state import reentrant
 from .adaptive import SiteTimes, sites_of
 from .files import OffloadingFile
+from .greenlets import await_
 from .portal import (
     BEING_CANCELLED,
     NO_GREENBACK,
@@ -260,7 +261,7 @@ def _poll(acquire: Callable[[bool], bool], timeout: float | None) -> bool:
                 if remaining <= 0:
                     return False
                 pause = min(delay, remaining)
-            greenback.await_(anyio.sleep(pause))
+            await_(anyio.sleep(pause))
             delay = min(delay * 2, 0.02)
         return True
     finally:

@@ -100,11 +100,16 @@ def portal_problem() -> str | None:
         return NO_GREENBACK
     library = current_library()
     if library == "asyncio":
-        if asyncio.current_task() is None:
+        task = asyncio.current_task()
+        if task is None:
             return NOT_IN_TASK
+        from .greenlets import has_portal
+
+        if not has_portal(task):
+            return NO_PORTAL
     elif library != "trio" or trio_state.run_context.__dict__.get("task") is None:
         return NOT_IN_TASK
-    if not greenback.has_portal():
+    elif not greenback.has_portal():
         return NO_PORTAL
     if anyio.current_effective_deadline() == -math.inf:
         return BEING_CANCELLED
@@ -125,10 +130,12 @@ def _bestow(task: Any) -> None:
             logger.exception("blockbuster_lite: could not give a task a portal for offload mode")
 
 
-async def _run_with_portal(coro: Any) -> Any:
-    """Run a task's coroutine inside a greenback portal, entered without a checkpoint."""
-    assert greenback is not None
-    return await greenback.with_portal_run(lambda: coro)
+def _run_with_portal(coro: Any) -> Any:
+    """Run a task's coroutine inside a greenback portal, entered without a checkpoint (on a
+    pooled greenlet: see ``greenlets``)."""
+    from .greenlets import run_in_portal
+
+    return run_in_portal(coro)
 
 
 def _close_unstarted(coro: Any) -> Callable[[Any], None]:

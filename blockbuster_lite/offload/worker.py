@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from ..core.report import logger
 from ..core.state import exempt, reentrant
+from .greenlets import await_
 from .lanes import ThreadLane
 from .pools import LoopPools, ensure_pool_monitor
 from .portal import greenback as greenback
@@ -130,7 +131,7 @@ def run_offloaded(
     # The pool machinery runs on the loop in this task; nothing it calls is the user's doing.
     token = reentrant.set(True)
     try:
-        return cast(T, greenback.await_(job.run()))
+        return cast(T, await_(job.run()))
     finally:
         reentrant.reset(token)
         if job.finished:

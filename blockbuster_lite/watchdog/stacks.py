@@ -133,14 +133,16 @@ def callback_frames(
 def _greenlet_parent(frame: FrameType) -> FrameType | None:
     """Where a greenback portal's greenlet came from: the task's own frames, suspended.
 
-    In offload mode a task's coroutine runs in a greenlet (``greenback``'s ``trampoline``) so
-    that sync code can wait for a worker thread. A greenlet's stack ends at its first frame,
+    In offload mode a task's coroutine runs in a greenlet (``greenback``'s ``trampoline``, or
+    the pooled one of ``offload.greenlets._serve``) so that sync code can wait for a worker
+    thread. A greenlet's stack ends at its first frame,
     not at the loop; its parent greenlet, suspended while it runs, holds the task's frames
     (``greenback_shim``) down to the loop's dispatch frame.
     """
     impl = sys.modules.get("greenback._impl")
     trampoline = getattr(getattr(impl, "trampoline", None), "__code__", None)
-    if trampoline is None or frame.f_code is not trampoline:
+    pooled = getattr(sys.modules.get("blockbuster_lite.offload.greenlets"), "SERVE_CODE", None)
+    if frame.f_code is not trampoline and (pooled is None or frame.f_code is not pooled):
         return None
     try:
         frame_locals = suspended_locals(frame, innermost=False)  # it waits in a switch
