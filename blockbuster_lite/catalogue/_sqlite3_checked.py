@@ -7,7 +7,7 @@ import sqlite3
 from functools import cache
 from typing import Any
 
-from ..core.hotpath import make_method
+from ..core.methods import make_method
 from ..core.targets import Target
 from ..core.transparent import checked_class, reduce_as, type_name
 from ._describe import described_by, first_statement

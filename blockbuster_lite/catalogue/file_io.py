@@ -26,7 +26,7 @@ import stat
 import sys
 from typing import Any
 
-from ..core.hotpath import make_method
+from ..core.methods import make_method
 from ..core.targets import Target
 
 __all__ = ["PROXIES", "CheckedFileIO", "open_with_checked_raw"]

@@ -11,12 +11,10 @@ then ``actions.act`` by the innermost guard's mode. Data flows one way from here
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from asyncio import _get_running_loop
 from collections.abc import Callable
-from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from .actions import act, act_again, fold, log_failure, note_trivial
@@ -29,7 +27,7 @@ from .state import exempt, reentrant, state
 if TYPE_CHECKING:
     from .targets import Target
 
-__all__ = ["checked_call", "make_handler", "make_method"]
+__all__ = ["checked_call", "make_handler"]
 
 Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -101,214 +99,18 @@ def make_handler(target: Target, loop_checked: bool = False) -> Handler:
     return handler
 
 
-def make_method(target: Target, original: Any, direct: Any = None) -> Callable[..., Any]:
-    """A plain function replacing a method on a class.
-
-    It binds like any method, in C; a wrapt proxy would build a bound wrapper object on every
-    attribute access (about 0.7 us per ``sock.send``), which every socket call would pay.
-    ``direct`` is what runs off the loop (default: ``original``), for a method whose checked
-    form on the loop differs from the C original (sqlite3's ``Connection.execute``).
-    """
-    if direct is None:
-        direct = original
-    if target.socket_method and target.max_args is not None and target.max_args <= 3:
-        return _make_socket_method(target, original)
-    if target.positional_only or _takes_positional_only(direct):
-        most = target.max_args if target.max_args is not None else _most_positional(direct)
-        if most is not None and most <= 3:
-            return _make_fixed_method(target, original, direct)
-        return _make_positional_method(target, original, direct)
-    predicate = target.predicate
-    socket_method = target.socket_method
-
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        if _get_running_loop() is None:
-            run_context = trio_state.run_context
-            if run_context is None or "runner" not in run_context.__dict__:
-                return direct(self, *args, **kwargs)
-        if not state.guards:
-            return direct(self, *args, **kwargs)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                return original(self, *args, **kwargs)
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args, **kwargs)
-        return checked_call(target, MethodType(original, self), self, args, kwargs)
-
-    return method
-
-
-def _takes_positional_only(function: Any) -> bool:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)
-    return all(parameter.kind in kinds for parameter in parameters)
-
-
-def _most_positional(function: Any) -> int | None:
-    """How many arguments after ``self`` ``function`` takes (None: any number, or unknown)."""
-    try:
-        parameters = list(inspect.signature(function).parameters.values())[1:]
-    except (TypeError, ValueError):
-        return None
-    if any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters):
-        return None
-    return len(parameters)
-
-
-#: Stands for an argument not passed in the positional replacements' fixed slots.
-_NO: Any = object()
-
-
-def _make_positional_method(target: Target, original: Any, direct: Any) -> Callable[..., Any]:
-    """``make_method`` for a method that takes no keywords.
-
-    The first three arguments arrive in fixed slots, so the common calls (``sock.send(data)``,
-    ``sock.recv(n)``, ``cursor.execute(sql, params)``) are passed on without packing a tuple
-    (``f(self, *args)`` costs ~45 ns more than ``f(self, a)`` on CPython 3.11); the rest come in
-    ``rest``. A socket in non-blocking mode (``timeout == 0.0``) passes before anything else is
-    asked on the loop.
-    """
-    predicate = target.predicate
-    socket_method = target.socket_method
-    no_kwargs: dict[str, Any] = {}
-
-    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /, *rest: Any) -> Any:
-        __tracebackhide__ = True
-        if _get_running_loop() is None:
-            run_context = trio_state.run_context
-            off = run_context is None or "runner" not in run_context.__dict__
-        else:
-            off = not state.guards  # left behind after the last guard stopped: inert
-        if off:
-            if b is _NO:
-                return direct(self) if a is _NO else direct(self, a)
-            if c is _NO:
-                return direct(self, a, b)
-            return direct(self, a, b, c, *rest)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                if b is _NO:
-                    return original(self) if a is _NO else original(self, a)
-                if c is _NO:
-                    return original(self, a, b)
-                return original(self, a, b, c, *rest)
-        args = (
-            () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
-        )
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {})
-
-    return method
-
-
-def _make_fixed_method(target: Target, original: Any, direct: Any) -> Callable[..., Any]:
-    """``_make_positional_method`` for a method known to take at most three arguments
-    (``cursor.execute(sql, params)``, ``fetchall()``): no ``*rest``, so CPython 3.11 calls it on
-    its specialised path for Python functions (~70 ns less per call than with ``*rest``).
-
-    Its on-loop tail (predicate, then ``checked_call``) is written out here as in the other
-    variants rather than shared: ``checked_call`` reads its caller's caller as the user's frame
-    (``sys._getframe(2)``, the counted-repeat key), so one more frame in between would change
-    what it sees."""
-    predicate = target.predicate
-    socket_method = target.socket_method
-    no_kwargs: dict[str, Any] = {}
-
-    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
-        __tracebackhide__ = True
-        if _get_running_loop() is None:
-            run_context = trio_state.run_context
-            if run_context is None or "runner" not in run_context.__dict__:
-                if b is _NO:
-                    return direct(self) if a is _NO else direct(self, a)
-                return direct(self, a, b) if c is _NO else direct(self, a, b, c)
-        args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
-        if not state.guards:  # left behind after the last guard stopped: inert
-            return direct(self, *args)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                return original(self, *args)
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {})
-
-    return method
-
-
-def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
-    """A socket method taking at most three arguments, none by keyword (``send``, ``recv``...).
-
-    The cheapest check first: a non-blocking socket (``timeout == 0.0``, what asyncio's and
-    trio's transports use) passes before the loop is asked about, then any call off the loop.
-    Fixed slots and no ``*rest``: CPython calls such a function on its fastest path.
-    """
-    predicate = target.predicate
-    no_kwargs: dict[str, Any] = {}
-
-    def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
-        __tracebackhide__ = True
-        try:
-            passes = self.timeout == 0.0
-        except Exception:
-            passes = False
-        if not passes and _get_running_loop() is None:
-            run_context = trio_state.run_context
-            passes = run_context is None or "runner" not in run_context.__dict__
-        if not passes and not state.guards:  # left behind after the last guard stopped
-            passes = True
-        if passes:
-            if b is _NO:
-                return original(self) if a is _NO else original(self, a)
-            return original(self, a, b) if c is _NO else original(self, a, b, c)
-        args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {})
-
-    return method
-
-
 def checked_call(
-    target: Target, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    target: Target,
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    depth: int = 2,
 ) -> Any:
-    """A patched call made on a loop thread: decide, then act by the innermost guard's mode."""
+    """A patched call made on a loop thread: decide, then act by the innermost guard's mode.
+
+    ``depth``: how far up the user's frame is (2: the caller of the wrapper that called this;
+    3 for the fixed-slot methods' shared tail, one frame deeper)."""
     __tracebackhide__ = True
     guards = state.guards
     if not guards or reentrant.get() or exempt.get():
@@ -326,7 +128,7 @@ def checked_call(
             if guard._seen and not guard.allow and guard.scope is None:
                 # Called straight from a user frame this guard has reported at (warn, log):
                 # locate() would pick that very frame, so the counted path needs no walk.
-                caller = sys._getframe(2)
+                caller = sys._getframe(depth)
                 seen = guard._seen.get((target.call, id(caller.f_code), caller.f_lineno))
             if seen is None or not seen.user:
                 seen = None

@@ -21,8 +21,9 @@ from typing import Any
 
 import wrapt
 
-from .hotpath import make_handler, make_method
+from .hotpath import make_handler
 from .loop import note_trio_imported, on_loop_thread, trio_state
+from .methods import make_method
 from .rebind import rebinder
 from .report import logger
 from .targets import Predicate, Target
