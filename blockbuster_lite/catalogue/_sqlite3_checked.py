@@ -11,6 +11,7 @@ from ..core.methods import make_method
 from ..core.targets import Target
 from ..core.transparent import checked_class, reduce_as, type_name
 from ._describe import described_by, first_statement
+from ._sqlite3_threads import object_problem
 
 CONNECTION_METHODS = ("execute", "executemany", "executescript", "commit", "rollback", "backup")
 CURSOR_METHODS = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
@@ -73,7 +74,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
         target = Target(
             "sqlite3", f"{kind}.{name}", call, None, advice, describe=describe,
             positional_only=f"{kind}.{name}" in _POSITIONAL,
-            max_args=_MAX_ARGS.get(f"{kind}.{name}"),
+            max_args=_MAX_ARGS.get(f"{kind}.{name}"), offload_problem=object_problem,
         )  # fmt: skip
         setattr(cls, name, _checked(cls, kind, name, target))
     return cls
@@ -158,7 +159,8 @@ def _proxy_class(advice: str) -> type:
             return repr(self._bbl_conn)
 
     for name in ("commit", "rollback", "backup"):
-        target = Target("sqlite3", f"Connection.{name}", f"sqlite3.Connection.{name}", None, advice)
+        target = Target("sqlite3", f"Connection.{name}", f"sqlite3.Connection.{name}", None,
+                        advice, offload_problem=object_problem)  # fmt: skip
 
         def unbound(self: Any, *args: Any, _name: str = name, **kwargs: Any) -> Any:
             return getattr(self._bbl_conn, _name)(*args, **kwargs)

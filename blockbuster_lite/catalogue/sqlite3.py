@@ -10,16 +10,20 @@ iterating a cursor row by row is not checked (``fetch*`` are).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ..core.hotpath import make_handler
 from ..core.state import state
 from ..core.targets import Target
 from ..core.transparent import Wrapper
+from ._sqlite3_threads import ANY_THREAD, connect_problem, same_thread
 
 ADVICE = "use aiosqlite, or offload with await anyio.to_thread.run_sync(...)"
 
-CONNECT = Target("sqlite3", "connect", "sqlite3.connect", None, ADVICE)
+CONNECT = Target(
+    "sqlite3", "connect", "sqlite3.connect", None, ADVICE, offload_problem=connect_problem
+)
 
 
 def _replace_connect(original: Any) -> Any:
@@ -37,7 +41,11 @@ def _replace_connect(original: Any) -> Any:
             import sqlite3
 
             kwargs = {**kwargs, "factory": checked_factory(kwargs.get("factory", sqlite3.Connection))}
-        return handler(wrapped, instance, args, kwargs)
+        connection = handler(wrapped, instance, args, kwargs)
+        if not same_thread(args, kwargs):
+            with contextlib.suppress(TypeError):  # a factory whose instances take no weakrefs
+                ANY_THREAD.add(connection)
+        return connection
 
     return Wrapper(original, connect, None, ("sqlite3", "connect"))
 

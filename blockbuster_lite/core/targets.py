@@ -24,6 +24,10 @@ class Target:
     predicate: Predicate | None = None
     advice: str = DEFAULT_ADVICE
     offload: bool = True  # safe to run in a worker thread in offload mode
+    #: ``(instance, args, kwargs) -> why not``: a call offload mode must run in place after all
+    #: (an object bound to the thread that made it: sqlite3's ``check_same_thread``); None: it
+    #: can move. Asked only in offload mode, for calls that would be offloaded.
+    offload_problem: Callable[[Any, tuple[Any, ...], dict[str, Any]], str | None] | None = None
     #: Builds a replacement from the original instead of a FunctionWrapper (C types, factories).
     replace: Callable[[Any], Any] | None = None
     #: ``(instance, args, kwargs) -> str``: the call's name in a report, when it depends on the

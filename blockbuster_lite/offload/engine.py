@@ -118,6 +118,15 @@ def try_offload(
         if target.call in POLLED_ACQUIRES:
             return _acquire_cooperatively(guard, target, site, wrapped, args, kwargs)
         return False, None, never_offloaded(target.call)
+    check = target.offload_problem
+    if check is not None:
+        try:
+            bound = check(getattr(wrapped, "__self__", None), args, kwargs)
+        except Exception as exc:
+            log_failure(f"offload of {target.call}", exc)
+            bound = "internal error while checking whether it can move (logged)"
+        if bound is not None:
+            return False, None, bound
     try:
         frame = site.frame
         key = (target.call, id(frame.f_code), frame.f_lineno)

@@ -102,7 +102,7 @@ def _pooled_shim(coro: Coroutine[Any, Any, Any]) -> Generator[Any, Any, Any]:
     assert portals is not None
     task = asyncio.current_task()
     if task is None or task in portals:  # not a task, or one greenback gave a portal already
-        return (yield from coro.__await__())
+        return (yield from coro)
     portal = getcurrent()
     idle = _pool.idle
     context = portal.gr_context
