@@ -28,9 +28,11 @@ portal on that loop. One warning per pool per episode: the next comes after the 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import math
 import time
 import weakref
+from asyncio import _get_running_loop
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -234,8 +236,26 @@ _saturations_lock = _thread.allocate_lock()
 _pools_var: Any = None  # an anyio RunVar, made on first use
 
 
+#: asyncio (and uvloop) loops -> their pools: found without anyio's RunVar (which asks sniffio
+#: and anyio's backend first, ~2 us on every offloaded call).
+_by_loop: weakref.WeakKeyDictionary[Any, LoopPools] = weakref.WeakKeyDictionary()
+
+
 def pools_here() -> LoopPools:
     """This event loop's pools; call on the loop thread, inside a task."""
+    loop = _get_running_loop()
+    if loop is not None:
+        found = _by_loop.get(loop)
+        if found is not None:
+            return found
+    pools = _pools_from_run_var()
+    if loop is not None:
+        with contextlib.suppress(TypeError):  # a loop that takes no weak references
+            _by_loop[loop] = pools
+    return pools
+
+
+def _pools_from_run_var() -> LoopPools:
     global _pools_var
     if _pools_var is None:
         from anyio.lowlevel import RunVar
