@@ -104,9 +104,8 @@ def _make_positional_method(target: Target, original: Any, direct: Any) -> Calla
     ``rest``. A socket in non-blocking mode (``timeout == 0.0``) passes before anything else is
     asked on the loop.
     """
-    predicate = target.predicate
     socket_method = target.socket_method
-    no_kwargs: dict[str, Any] = {}
+    checked = _checked_tail(target, original, depth=3)
 
     def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /, *rest: Any) -> Any:
         __tracebackhide__ = True
@@ -135,14 +134,7 @@ def _make_positional_method(target: Target, original: Any, direct: Any) -> Calla
         args = (
             () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
         )
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {})
+        return checked(self, args)
 
     return method
 
@@ -154,10 +146,9 @@ def _make_fixed_method(target: Target, original: Any, direct: Any) -> Callable[.
 
     Off the loop with trio never imported (``trio_state.run_context is None``), one condition
     decides and the C method is called at once; a process that imported trio asks trio's run
-    context too, in the tail. The on-loop tail (predicate, then ``checked_call``) is written out
-    here as in the other variants rather than shared: ``checked_call`` reads its caller's caller
-    as the user's frame (``sys._getframe(2)``, the counted-repeat key), so one more frame in
-    between would change what it sees."""
+    context too, in ``_on_loop_tail``. The tails are shared functions, one frame each:
+    ``checked_call`` is told how far up the user's frame is (``depth``, the counted-repeat
+    key), so they change nothing of what it sees."""
     on_loop = _on_loop_tail(target, original, direct)
 
     def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
@@ -172,15 +163,36 @@ def _make_fixed_method(target: Target, original: Any, direct: Any) -> Callable[.
     return method
 
 
+def _checked_tail(target: Target, original: Any, depth: int) -> Callable[[Any, tuple[Any, ...]], Any]:
+    """The end every fixed-slot variant shares on a loop thread: the target's predicate (can
+    this call block at all?), then ``checked_call``. ``depth``: the user's frame seen from
+    ``checked_call`` (the counted-repeat key): 3 from a method through this tail, 4 from a
+    method through ``_on_loop_tail`` and this."""
+    predicate = target.predicate
+    no_kwargs: dict[str, Any] = {}
+
+    def checked(self: Any, args: tuple[Any, ...]) -> Any:
+        __tracebackhide__ = True
+        if predicate is not None:
+            try:
+                blocks = predicate(self, args, no_kwargs)
+            except Exception:
+                blocks = True
+            if not blocks:
+                return original(self, *args)
+        return checked_call(target, MethodType(original, self), self, args, {}, depth=depth)
+
+    return checked
+
+
 def _on_loop_tail(target: Target, original: Any, direct: Any) -> Callable[[Any, tuple[Any, ...]], Any]:
     """What the fixed-slot methods do past their off-loop test: trio's run context when trio is
     imported, the inert case, a non-blocking socket, the predicate, then ``checked_call``.
 
     ``checked_call`` reads its caller's caller as the user's frame; called from here that is
-    the fixed method's frame, not the user's. So this tail passes ``depth=3``."""
-    predicate = target.predicate
+    the fixed method's frame, not the user's: two tails deep, ``depth=4``."""
     socket_method = target.socket_method
-    no_kwargs: dict[str, Any] = {}
+    checked = _checked_tail(target, original, depth=4)
 
     def on_loop(self: Any, args: tuple[Any, ...]) -> Any:
         __tracebackhide__ = True
@@ -197,14 +209,7 @@ def _on_loop_tail(target: Target, original: Any, direct: Any) -> Callable[[Any, 
                 nonblocking = False
             if nonblocking:
                 return original(self, *args)
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {}, depth=3)
+        return checked(self, args)
 
     return on_loop
 
@@ -218,8 +223,7 @@ def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
     (``timeout == 0.0``, what asyncio's and trio's transports use) passes next, before any guard
     is consulted. Fixed slots and no ``*rest``: CPython calls such a function on its fastest path.
     """
-    predicate = target.predicate
-    no_kwargs: dict[str, Any] = {}
+    checked = _checked_tail(target, original, depth=3)
 
     def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
         __tracebackhide__ = True
@@ -240,13 +244,6 @@ def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
                 return original(self) if a is _NO else original(self, a)
             return original(self, a, b) if c is _NO else original(self, a, b, c)
         args = () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c)
-        if predicate is not None:
-            try:
-                blocks = predicate(self, args, no_kwargs)
-            except Exception:
-                blocks = True
-            if not blocks:
-                return original(self, *args)
-        return checked_call(target, MethodType(original, self), self, args, {})
+        return checked(self, args)
 
     return method

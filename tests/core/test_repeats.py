@@ -219,3 +219,59 @@ def test_reconfiguring_the_process_guard_rejudges_counted_sites(
             assert guard.stats()[0].count == before == 50
         finally:
             bl.deactivate()
+
+
+def _cursor_site(cursor: Any, times: int) -> None:
+    for _ in range(times):
+        cursor.execute("select 1")  # the one site
+
+
+def _socket_site(sock: Any, times: int) -> None:
+    for _ in range(times):
+        sock.send(b"x")  # the one site
+
+
+@pytest.mark.parametrize("kind", ["sqlite3 cursor (fixed slots)", "blocking socket"])
+def test_repeats_through_method_replacements_skip_the_stack_walk(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Methods reach ``checked_call`` through one or two shared tail frames; it must still find
+    the user's frame as the site, so a repeat is counted without walking the stack again."""
+    import socket
+    import sqlite3
+
+    from blockbuster_lite.core import hotpath
+
+    walks: list[int] = []
+    real_locate = hotpath.locate
+
+    def counting_locate(*args: Any, **kwargs: Any) -> Any:
+        walks.append(1)
+        return real_locate(*args, **kwargs)
+
+    monkeypatch.setattr(hotpath, "locate", counting_locate)
+
+    async def main() -> None:
+        if kind.startswith("sqlite3"):
+            connection = sqlite3.connect(":memory:")
+            try:
+                _cursor_site(connection.cursor(), 50)
+            finally:
+                connection.close()
+        else:
+            a, b = socket.socketpair()
+            try:
+                a.setblocking(True)
+                _socket_site(a, 50)
+            finally:
+                a.close()
+                b.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.BlockingCallWarning)
+        with bl.intercept("warn") as guard:
+            asyncio.run(main())
+    at_site = [v for v in guard.violations if v.function.startswith("_")]
+    assert len(at_site) == 50  # every one recorded...
+    assert len({(v.filename, v.lineno) for v in at_site}) == 1  # ... at the user's line
+    assert len(walks) <= 2  # the first one walked the stack; the 49 repeats did not
