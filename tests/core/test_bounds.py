@@ -114,18 +114,28 @@ def test_stack_is_kept_as_shared_frames_and_read_as_lines() -> None:
     assert pickle.loads(pickle.dumps(first)).stack == lines
 
 
+#: Memory allocated by the package's own code counts (what a kept violation costs); other
+#: threads of the test process (the test servers' start-up probes format their retries'
+#: tracebacks while this runs) and one-time source-line caches do not.
+_OURS = (tracemalloc.Filter(True, "*/blockbuster_lite/*"), tracemalloc.Filter(True, __file__))
+
+
+def _ours(snapshot: tracemalloc.Snapshot) -> int:
+    return sum(stat.size for stat in snapshot.filter_traces(_OURS).statistics("filename"))
+
+
 def test_a_kept_violation_costs_under_300_bytes() -> None:
     _kept(200)  # warm: code objects classified, frames interned
     tracemalloc.start()
     try:
-        before = tracemalloc.get_traced_memory()[0]
+        before = _ours(tracemalloc.take_snapshot())
         kept = _kept(5000)
-        after = tracemalloc.get_traced_memory()[0]
+        after = _ours(tracemalloc.take_snapshot())
     finally:
         tracemalloc.stop()
     assert len(kept) == 5000
     per_violation = (after - before) / len(kept)
-    assert per_violation < 300, per_violation
+    assert 100 < per_violation < 300, per_violation  # a Violation alone is more than 100 bytes
 
 
 # -- one report and one statistic per call family and site -------------------------------------
