@@ -222,7 +222,9 @@ def test_offload_serves_ten_sleeping_requests_concurrently(tmp_path: Path, serve
     with serve(tmp_path, FASTAPI_APP, server, MODE="offload") as running:
         elapsed, responses = asyncio.run(concurrently(running.url, 10))
     assert [r.status_code for r in responses] == [200] * 10, running.output
-    assert elapsed < 1.0, f"10 requests sleeping 0.5 s took {elapsed:.2f} s\n{running.output}"
+    # In place they take 5 s (2.5 s over gunicorn's two workers); offloaded, 0.5 s plus the
+    # hops: 1.06 s was seen once on a 2-core machine running another test suite beside it.
+    assert elapsed < 2.0, f"10 requests sleeping 0.5 s took {elapsed:.2f} s\n{running.output}"
     out = running.output
     assert re.search(rf"blockbuster_lite \[pid \d+\]: {'uvicorn' if server == 'gunicorn' else server}"
                      r": FastAPI app instrumented", out), out  # fmt: skip
