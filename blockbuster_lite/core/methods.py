@@ -52,13 +52,8 @@ def make_method(target: Target, original: Any, direct: Any = None) -> Callable[.
                 return direct(self, *args, **kwargs)
         if not state.guards:
             return direct(self, *args, **kwargs)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                return original(self, *args, **kwargs)
+        if socket_method and _nonblocking(self):  # asyncio's and trio's transports: at once
+            return original(self, *args, **kwargs)
         if predicate is not None:
             try:
                 blocks = predicate(self, args, kwargs)
@@ -91,6 +86,15 @@ def _most_positional(function: Any) -> int | None:
     return len(parameters)
 
 
+def _nonblocking(sock: Any) -> bool:
+    """A socket in non-blocking mode (``timeout == 0.0``) cannot block; a failing read counts
+    as blocking. (``_make_socket_method`` inlines this on its hot path.)"""
+    try:
+        return bool(sock.timeout == 0.0)
+    except Exception:
+        return False
+
+
 #: Stands for an argument not passed in the positional replacements' fixed slots.
 _NO: Any = object()
 
@@ -120,17 +124,12 @@ def _make_positional_method(target: Target, original: Any, direct: Any) -> Calla
             if c is _NO:
                 return direct(self, a, b)
             return direct(self, a, b, c, *rest)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                if b is _NO:
-                    return original(self) if a is _NO else original(self, a)
-                if c is _NO:
-                    return original(self, a, b)
-                return original(self, a, b, c, *rest)
+        if socket_method and _nonblocking(self):  # asyncio's and trio's transports: at once
+            if b is _NO:
+                return original(self) if a is _NO else original(self, a)
+            if c is _NO:
+                return original(self, a, b)
+            return original(self, a, b, c, *rest)
         args = (
             () if a is _NO else (a,) if b is _NO else (a, b) if c is _NO else (a, b, c, *rest)
         )
@@ -202,13 +201,8 @@ def _on_loop_tail(target: Target, original: Any, direct: Any) -> Callable[[Any, 
                 return direct(self, *args)
         if not state.guards:  # left behind after the last guard stopped: inert
             return direct(self, *args)
-        if socket_method:  # non-blocking (asyncio's and trio's transports) passes at once
-            try:
-                nonblocking = self.timeout == 0.0
-            except Exception:
-                nonblocking = False
-            if nonblocking:
-                return original(self, *args)
+        if socket_method and _nonblocking(self):  # asyncio's and trio's transports: at once
+            return original(self, *args)
         return checked(self, args)
 
     return on_loop

@@ -17,6 +17,7 @@ from ..core.config import ConfigError, Mode
 from ..core.loop import current_library, trio_state
 from ..core.report import logger
 from ..core.state import state
+from .greenlets import has_portal, run_in_portal
 from .pools import ensure_pool_monitor
 from .settings import file_capacity, offload_capacity, saturation_threshold
 
@@ -103,8 +104,6 @@ def portal_problem() -> str | None:
         task = asyncio.current_task()
         if task is None:
             return NOT_IN_TASK
-        from .greenlets import has_portal
-
         if not has_portal(task):
             return NO_PORTAL
     elif library != "trio" or trio_state.run_context.__dict__.get("task") is None:
@@ -133,8 +132,6 @@ def _bestow(task: Any) -> None:
 def _run_with_portal(coro: Any) -> Any:
     """Run a task's coroutine inside a greenback portal, entered without a checkpoint (on a
     pooled greenlet: see ``greenlets``)."""
-    from .greenlets import run_in_portal
-
     return run_in_portal(coro)
 
 
