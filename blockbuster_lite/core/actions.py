@@ -101,7 +101,9 @@ def act(
         return wrapped(*args, **kwargs)
     if counted:
         user = site.info.kind == USER
-        guard._seen[key] = SeenSite(violation, guard._stats.slot(violation), frame.f_code, user)
+        guard._seen[key] = SeenSite(
+            violation, guard._stats.slot(violation), frame.f_code, user, owner=guard
+        )
     if mode is Mode.RAISE:
         record(violation)
         # once: a request served by the ASGI middleware logs its refusals itself (at ERROR, with
@@ -154,10 +156,8 @@ def act_again(
             if seen.counting and len(state.guards) == 1 and not state.observers:
                 pending = seen.pending  # the counter bump: nothing kept, built or observed
                 pending.append(end - start)
-                if len(pending) >= FOLD_EVERY or (
-                    mode is _LOG and end - seen.last_log >= seen.log_interval
-                ):
-                    fold(seen, target.call, mode, end)
+                if len(pending) >= FOLD_EVERY or end >= seen.next_log:
+                    fold(seen, target.call, end)
             else:
                 call = target.call
                 if target.describe is not None:
@@ -169,11 +169,12 @@ def act_again(
             log_failure(target.call, exc)
 
 
-def fold(seen: SeenSite, call: str, mode: Mode, now: float) -> None:
-    """Fold a counting site's pending durations into the statistics; log mode's line when due."""
+def fold(seen: SeenSite, call: str, now: float) -> None:
+    """Fold a counting site's pending durations into the statistics; log mode's line when due
+    (``seen.next_log``: never in warn mode)."""
     try:
         seen.fold()
-        if mode is _LOG and now - seen.last_log >= seen.log_interval:
+        if now >= seen.next_log:
             log_counts(seen, call, now)
     except Exception as exc:
         log_failure(call, exc)

@@ -88,9 +88,9 @@ class Guard:
         self._reported: set[tuple[str, str, str, int, str]] = set()
         #: Sites reported in warn or log mode: their repeats are counted (see core/repeats.py).
         self._seen: dict[SiteKey, SeenSite] = {}
-        #: Counting sites by the exact call instruction (code id, f_lasti): the wrapt handler's
-        #: shortcut (core/hotpath.py).
-        self._fast: dict[tuple[str, int, int], SeenSite] = {}
+        #: The wrapt handlers' site tables this guard put counting sites in (core/hotpath.py),
+        #: by (id of the table, f_lasti): taken out again when the sites are forgotten.
+        self._fast: dict[tuple[int, int], dict[int, SeenSite]] = {}
         self._stats = StatsCollector()
         self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
         self._active = False
@@ -139,7 +139,7 @@ class Guard:
             self._violations.clear()
             self._reported.clear()
             self._seen.clear()
-            self._fast.clear()
+            self._drop_fast()
             self._stats.clear()
 
     def __repr__(self) -> str:
@@ -160,7 +160,26 @@ class Guard:
     def _forget_sites(self) -> None:
         with self._lock:
             self._seen.clear()
-            self._fast.clear()
+            self._drop_fast()
+
+    def _count_fast(self, sites: dict[int, SeenSite], lasti: int, seen: SeenSite) -> None:
+        """Let a wrapt handler count ``seen``'s repeats from this call instruction by itself."""
+        seen.owner = self  # None again if this guard was stopped and is started anew
+        if sites.get(lasti) is not seen:
+            sites[lasti] = seen
+            self._fast[(id(sites), lasti)] = sites
+
+    def _drop_fast(self, stopping: bool = False) -> None:
+        """Take this guard's counting sites out of the handlers' tables; ``stopping``: and let
+        go of them (a site's ``owner`` is this guard: a cycle refcounting alone cannot free)."""
+        if stopping:
+            for site in self._seen_sites():
+                site.owner = None
+        fast, self._fast = self._fast, {}
+        for (_, lasti), sites in fast.items():
+            seen = sites.get(lasti)
+            if seen is not None and seen.owner is self:
+                sites.pop(lasti, None)
 
     def _seen_sites(self) -> list[SeenSite]:
         with self._lock:
@@ -204,6 +223,7 @@ class Guard:
                 return
             self._active = False
             state.guards = tuple(g for g in state.guards if g is not self)
+            self._drop_fast(stopping=True)
             patcher.release()
         flush_log_counts(self)
         handle, self._watchdog_handle = self._watchdog_handle, None

@@ -35,6 +35,8 @@ Handler = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 _OFF, _WARN, _LOG, _RAISE = Mode.OFF, Mode.WARN, Mode.LOG, Mode.RAISE
 _BUILTIN = type(len)
 _perf_counter = time.perf_counter
+_getframe = sys._getframe
+_reentrant, _exempt = reentrant.get, exempt.get
 
 
 def make_handler(target: Target, loop_checked: bool = False) -> Handler:
@@ -48,6 +50,8 @@ def make_handler(target: Target, loop_checked: bool = False) -> Handler:
     """
     predicate = target.predicate
     call = target.call
+    #: This handler's counting sites: the caller's f_lasti -> SeenSite (see checked_call).
+    sites: dict[int, SeenSite] = {}
 
     def handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True  # pytest: the traceback ends at the user's call
@@ -66,21 +70,18 @@ def make_handler(target: Target, loop_checked: bool = False) -> Handler:
             if not blocks:  # the call stays outside the try: its errors are the caller's
                 return wrapped(*args, **kwargs)
         # A repeat at a counting site, from the very call instruction seen counting before
-        # (core/repeats.py; checked_call fills guard._fast): the counter bump without
-        # checked_call's frame, nor the caller's line number (decoding a line table).
-        fast = guards[-1]._fast
-        if fast and len(guards) == 1:
-            caller = sys._getframe(1)
-            seen = fast.get((call, id(caller.f_code), caller.f_lasti))
-            guard = guards[-1]
-            mode = guard.mode
+        # (core/repeats.py; checked_call fills ``sites``, by the caller's f_lasti, for the one
+        # guard active): the counter bump without checked_call's frame, without building a
+        # key, without the caller's line number (decoding a line table).
+        if sites and len(guards) == 1 and not state.observers:
+            caller = _getframe(1)
+            seen = sites.get(caller.f_lasti)
             if (
                 seen is not None
-                and (mode is _WARN or mode is _LOG)
-                and not guard.allow
-                and not state.observers
-                and not reentrant.get()
-                and not exempt.get()
+                and seen.code is caller.f_code
+                and seen.owner is guards[0]
+                and not _reentrant()
+                and not _exempt()
             ):
                 state.checked_calls += 1
                 start = _perf_counter()
@@ -90,11 +91,9 @@ def make_handler(target: Target, loop_checked: bool = False) -> Handler:
                     end = _perf_counter()
                     pending = seen.pending
                     pending.append(end - start)
-                    if len(pending) >= FOLD_EVERY or (
-                        mode is _LOG and end - seen.last_log >= seen.log_interval
-                    ):
-                        fold(seen, call, mode, end)
-        return checked_call(target, wrapped, instance, args, kwargs)
+                    if len(pending) >= FOLD_EVERY or end >= seen.next_log:
+                        fold(seen, call, end)
+        return checked_call(target, wrapped, instance, args, kwargs, sites=sites)
 
     return handler
 
@@ -106,11 +105,14 @@ def checked_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     depth: int = 2,
+    sites: dict[int, SeenSite] | None = None,
 ) -> Any:
     """A patched call made on a loop thread: decide, then act by the innermost guard's mode.
 
     ``depth``: how far up the user's frame is (2: the caller of the wrapper that called this;
-    3 for the fixed-slot methods' shared tail, one frame deeper)."""
+    3 for the fixed-slot methods' shared tail, one frame deeper). ``sites``: the calling wrapt
+    handler's table of counting sites, filled here for a warn- or log-mode guard with no allow
+    rules once a site counts (the handler then takes its repeats by itself)."""
     __tracebackhide__ = True
     guards = state.guards
     if not guards or reentrant.get() or exempt.get():
@@ -150,8 +152,8 @@ def checked_call(
                 and len(guards) == 1
                 and not state.observers
             ):  # act_again's counter bump, inlined: ~150 ns less
-                if not guard.allow:  # from now on the wrapt handler takes it by itself
-                    guard._fast[(target.call, id(caller.f_code), caller.f_lasti)] = seen
+                if sites is not None and not guard.allow and guard.mode is mode:
+                    guard._count_fast(sites, caller.f_lasti, seen)
                 start = _perf_counter()
                 try:
                     return wrapped(*args, **kwargs)
@@ -159,10 +161,8 @@ def checked_call(
                     end = _perf_counter()
                     pending = seen.pending
                     pending.append(end - start)
-                    if len(pending) >= FOLD_EVERY or (
-                        mode is _LOG and end - seen.last_log >= seen.log_interval
-                    ):
-                        fold(seen, target.call, mode, end)
+                    if len(pending) >= FOLD_EVERY or end >= seen.next_log:
+                        fold(seen, target.call, end)
             return act_again(seen, target, mode, wrapped, instance, args, kwargs)
         site = locate(sys._getframe(1), guard.allow, guard.scope, target.call, guard.default_allow)
     if site is None or site.trivial is not None:

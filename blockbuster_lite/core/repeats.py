@@ -16,6 +16,7 @@ each occurrence raises and is built in full.
 
 from __future__ import annotations
 
+import math
 import time
 from asyncio import _get_running_loop, current_task
 from types import CodeType
@@ -65,8 +66,8 @@ class SeenSite:
     """
 
     __slots__ = (
-        "blocked_since_log", "code", "count", "counting", "last_log", "log_interval", "pending",
-        "since_log", "stats", "user", "violation",
+        "blocked_since_log", "code", "count", "counting", "last_log", "log_interval", "next_log",
+        "owner", "pending", "since_log", "stats", "user", "violation",
     )  # fmt: skip
 
     def __init__(
@@ -75,8 +76,11 @@ class SeenSite:
         stats: Any = None,
         code: CodeType | None = None,
         user: bool = False,
+        owner: Any = None,
     ) -> None:
         self.violation = violation
+        #: The guard whose site this is (the wrapt handler's site table checks it).
+        self.owner = owner
         self.code = code  # keeps the id in the site's key unique
         #: The site is a user frame: a call made straight from it is attributed to it.
         self.user = user
@@ -88,6 +92,8 @@ class SeenSite:
         self.pending: list[float] = []
         self.last_log = time.perf_counter()
         self.log_interval = LOG_INTERVAL_S
+        #: Log mode: when the next line for this site's repeats is due (never, in other modes).
+        self.next_log = self.last_log + LOG_INTERVAL_S if violation.action is Mode.LOG else math.inf
         self.since_log = 0
         self.blocked_since_log = 0.0
 
@@ -180,7 +186,7 @@ def note_repeat(
     if mode is Mode.LOG:
         seen.since_log += 1
         seen.blocked_since_log += duration
-        if now - seen.last_log >= seen.log_interval:  # now: time.perf_counter() after the call
+        if now >= seen.next_log:  # now: time.perf_counter() after the call
             log_counts(seen, call, now)
     return violation
 
@@ -197,6 +203,7 @@ def log_counts(seen: SeenSite, call: str, now: float) -> None:
 def _log_counts(seen: SeenSite, call: str, now: float) -> None:
     count, blocked = seen.since_log, seen.blocked_since_log
     seen.since_log, seen.blocked_since_log, seen.last_log = 0, 0.0, now
+    seen.next_log = now + seen.log_interval
     first = seen.violation if call == seen.violation.call else evolve(seen.violation, call=call)
     logger.warning(
         "%s (%d more since the last report, blocked %.1f ms in all)",

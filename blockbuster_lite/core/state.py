@@ -23,7 +23,6 @@ class ActiveGuard(Protocol):
     default_allow: bool
     #: Sites reported in warn or log mode (core/repeats.py: SiteKey -> SeenSite).
     _seen: dict[tuple[str, int, int], Any]
-    _fast: dict[tuple[str, int, int], Any]
     _stats: Any  # the guard's stats.StatsCollector
 
     def effective_mode(self) -> Mode: ...
@@ -35,6 +34,8 @@ class ActiveGuard(Protocol):
     def first_report(self, violation: Violation) -> bool: ...
 
     def _record(self, violation: Violation) -> None: ...
+
+    def _count_fast(self, sites: dict[int, Any], lasti: int, seen: Any) -> None: ...
 
 
 class _State:

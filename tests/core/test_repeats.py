@@ -275,3 +275,147 @@ def test_repeats_through_method_replacements_skip_the_stack_walk(
     assert len(at_site) == 50  # every one recorded...
     assert len({(v.filename, v.lineno) for v in at_site}) == 1  # ... at the user's line
     assert len(walks) <= 2  # the first one walked the stack; the 49 repeats did not
+
+
+# -- the wrapt handler's own counting shortcut (past KEPT_PER_SITE) -------------------------
+
+
+def _stat_here(times: int) -> None:
+    for _ in range(times):
+        os.stat(".")
+
+
+def _stat_there(times: int) -> None:
+    for _ in range(times):
+        os.stat(".")  # the same instruction offset as in _stat_here: one handler table slot
+
+
+def test_counted_sites_at_the_same_offset_in_two_functions_are_counted_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    here, there = _stat_here.__code__, _stat_there.__code__
+    assert here.co_code == there.co_code  # the same f_lasti for both calls
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+
+    async def main() -> None:
+        for _ in range(30):
+            _stat_here(3)
+            _stat_there(2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.BlockingCallWarning)
+        with bl.intercept("warn") as guard:
+            asyncio.run(main())
+    counts = {row.function: row.count for row in guard.stats()}
+    assert counts == {"_stat_here": 90, "_stat_there": 60}
+
+
+def test_a_counted_site_is_counted_by_the_handler_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from blockbuster_lite.core import hotpath
+
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+    slow: list[int] = []
+    code = hotpath.checked_call.__code__
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            slow.append(1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.BlockingCallWarning)
+        with bl.intercept("warn") as guard:
+            sys.setprofile(profile)
+            try:
+                asyncio.run(stat_task(200))
+            finally:
+                sys.setprofile(None)
+    assert guard.stats()[0].count == 200
+    assert len(slow) <= 3  # reported, kept, counting: then the handler's table takes over
+
+
+def test_log_mode_lines_keep_their_interval_once_a_site_is_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+    monkeypatch.setattr(repeats, "LOG_INTERVAL_S", 0.05)
+
+    async def main() -> None:
+        for _ in range(4):
+            _stat_here(100)
+            await asyncio.sleep(0.06)
+
+    caplog.set_level(logging.WARNING, "blockbuster_lite")
+    with bl.intercept("log") as guard:
+        asyncio.run(main())
+    lines = [line for line in records(caplog) if "os.stat()" in line]
+    counts = [line for line in lines if "more since the last report" in line]
+    assert len(lines) - len(counts) == 1
+    assert 3 <= len(counts) <= 5  # one per interval (and the rest when the guard stops)
+    total = sum(int(line.split(" more since")[0].rsplit("(", 1)[1]) for line in counts)
+    assert total == 399
+    assert guard.stats()[0].count == 400
+
+
+def test_an_observer_registered_later_sees_the_repeats_of_a_counted_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+    seen: list[Violation] = []
+    observers = state.observers
+
+    async def main() -> None:
+        _stat_here(20)  # counted by the shortcut from here on
+        state.observers = (*observers, seen.append)
+        _stat_here(7)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", bl.BlockingCallWarning)
+            with bl.intercept("warn") as guard:
+                asyncio.run(main())
+    finally:
+        state.observers = observers
+    assert len(seen) == 7
+    assert guard.stats()[0].count == 27
+
+
+def test_a_raise_guard_counting_in_its_start_up_grace_raises_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+
+    async def main(guard: bl.Guard) -> None:
+        guard.in_startup = True
+        _stat_here(20)  # warned and counted, not raised
+        guard.in_startup = False
+        with pytest.raises(bl.BlockingCallError):
+            _stat_here(1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.BlockingCallWarning)
+        with bl.intercept("raise") as guard:
+            asyncio.run(main(guard))
+
+
+def test_a_stopped_guard_is_freed_by_reference_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A counted site points at its guard; stopping the guard lets go (no cycle left for the
+    garbage collector: a long run's guards would otherwise keep every kept violation)."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", bl.BlockingCallWarning)
+            guard = bl.intercept("warn")
+            with guard:
+                asyncio.run(stat_task(20))
+        assert guard.stats()[0].count == 20
+        ref = weakref.ref(guard)
+        del guard
+        assert ref() is None
+    finally:
+        gc.enable()
