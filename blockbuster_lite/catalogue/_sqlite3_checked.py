@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import _thread
 import copy
 import sqlite3
+import threading
+import weakref
 from functools import cache
 from typing import Any
 
+from ..core import loopstart
 from ..core.methods import make_method
 from ..core.targets import Target
 from ..core.transparent import checked_class, reduce_as, type_name
@@ -58,8 +62,11 @@ _MAX_ARGS = {"Connection.execute": 2, "Connection.executemany": 2,
              "Connection.executescript": 1, "Connection.commit": 0, "Connection.rollback": 0}  # fmt: skip
 
 
-def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: str) -> type:
-    """A subclass of ``base`` with checked methods, that copies and pickles as ``base`` does."""
+def _checking_subclass(
+    base: type, kind: str, names: tuple[str, ...], advice: str
+) -> tuple[type, list[tuple[str, Any]]]:
+    """A subclass of ``base`` that copies and pickles as ``base`` does, and its checked methods
+    (not installed: see ``Family``)."""
     base_name = type_name(base, (sqlite3.Connection, sqlite3.Cursor))
 
     def __reduce_ex__(self: Any, protocol: Any) -> Any:
@@ -67,6 +74,7 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
 
     namespace = {"__module__": base.__module__, "__reduce_ex__": __reduce_ex__}
     cls = checked_class(base.__name__, (base,), namespace, base)
+    methods = []
     for name in names:
         call = f"sqlite3.{kind}.{name}"
         statement = _STATEMENTS.get(name)
@@ -76,38 +84,116 @@ def _checking_subclass(base: type, kind: str, names: tuple[str, ...], advice: st
             positional_only=f"{kind}.{name}" in _POSITIONAL,
             max_args=_MAX_ARGS.get(f"{kind}.{name}"), offload_problem=object_problem,
         )  # fmt: skip
-        setattr(cls, name, _checked(cls, kind, name, target))
-    return cls
+        methods.append((name, _checked(cls, kind, name, target)))
+    return cls, methods
 
 
-def make_classes(advice: str) -> tuple[type, Any]:
-    cursor_class = _checking_subclass(sqlite3.Cursor, "Cursor", CURSOR_METHODS, advice)
-    subclasses: dict[type, type] = {}
+#: Each class of ours -> the class it was built from (a factory given as one of ours is
+#: rebuilt from its origin, in the family asked for).
+_ORIGIN: weakref.WeakKeyDictionary[type, type] = weakref.WeakKeyDictionary()
 
-    def checked_factory(factory: Any) -> Any:
-        """The checked connection class to build for a requested ``factory``."""
+
+class Family:
+    """The classes a set of connections and their cursors are made of.
+
+    A checking family's classes have the checked methods. A quiet one's have none but
+    ``cursor`` (which makes the family's cursors): their queries cost what the C methods cost.
+    ``check()`` installs the methods on every class of the family at once, so every object made
+    from it is checked from then on, wherever it is held.
+
+    Quiet families are per thread (``thread_family``): they make the connections bound to the
+    thread that made them (``check_same_thread=True``, the default) while that thread drives no
+    loop. Such a connection and its cursors can only ever be used on that thread (sqlite3 refuses
+    any other before running anything), so nothing they do can block a loop until one starts
+    there; ``core/loopstart.py`` tells us before it does.
+    """
+
+    def __init__(self, advice: str, checking: bool) -> None:
+        self.advice = advice
+        self.checking = checking
+        #: Set when every quiet family was checked at once (an activation): the thread then
+        #: starts a new quiet family for what it makes next.
+        self.retired = False
+        self._lock = _thread.allocate_lock()  # not the catalogue's checked lock
+        self._methods: list[tuple[type, str, Any]] = []
+        self._connections: dict[type, type] = {}
+        self.cursor_class = self._subclass(sqlite3.Cursor, "Cursor", CURSOR_METHODS)
+
+    def _subclass(self, base: type, kind: str, names: tuple[str, ...]) -> type:
+        cls, methods = _checking_subclass(base, kind, names, self.advice)
+        with self._lock:
+            for name, method in methods:
+                self._methods.append((cls, name, method))
+                if self.checking:
+                    setattr(cls, name, method)
+        _ORIGIN[cls] = base
+        return cls
+
+    def connection_class(self, factory: Any) -> Any:
+        """The class of this family to build for a requested ``factory``."""
         if not isinstance(factory, type) or not issubclass(factory, sqlite3.Connection):
             return factory
-        if factory in subclasses.values():
-            return factory
-        checked = subclasses.get(factory)
-        if checked is None:
-            checked = _checking_subclass(factory, "Connection", CONNECTION_METHODS, advice)
-            base_cursor = factory.cursor
+        factory = _ORIGIN.get(factory, factory)
+        cls = self._connections.get(factory)
+        if cls is None:
+            cls = self._subclass(factory, "Connection", CONNECTION_METHODS)
+            cursor_class, base_cursor = self.cursor_class, factory.cursor
 
             def cursor(self: Any, factory: Any = cursor_class) -> Any:
                 return base_cursor(self, factory)
 
-            checked.cursor = cursor  # type: ignore[attr-defined]
-            subclasses[factory] = checked
-        return checked
+            cls.cursor = cursor  # type: ignore[attr-defined]
+            self._connections[factory] = cls
+        return cls
 
-    return cursor_class, checked_factory
+    def check(self) -> None:
+        """Install the checked methods on every class of this family (idempotent)."""
+        with self._lock:
+            if self.checking:
+                return
+            self.checking = True
+            for cls, name, method in self._methods:
+                setattr(cls, name, method)
+
+
+_thread_families = threading.local()
+#: Every quiet family: all are checked when the loop-start hook is put in place again.
+_quiet: weakref.WeakSet[Family] = weakref.WeakSet()
+
+
+def thread_family(advice: str) -> Family:
+    """This thread's quiet family (a new one if the last was retired)."""
+    family: Family | None = getattr(_thread_families, "family", None)
+    if family is None or family.retired:
+        family = _thread_families.family = Family(advice, checking=False)
+        _quiet.add(family)
+    return family
+
+
+def _loop_starting() -> None:
+    family: Family | None = getattr(_thread_families, "family", None)
+    if family is not None:
+        family.check()
+
+
+def _every_thread() -> None:
+    for family in list(_quiet):
+        family.check()
+        family.retired = True
+        _quiet.discard(family)
+
+
+@cache
+def shared_family(advice: str) -> Family:
+    """The checking family: connections made on a loop thread, or usable from any thread
+    (``check_same_thread=False``), and the cursors of connections made before activation."""
+    loopstart.listen(_loop_starting, _every_thread)
+    return Family(advice, checking=True)
 
 
 @cache
 def _proxy_class(advice: str) -> type:
-    cursor_class, _ = make_classes(advice)
+    cursor_class = shared_family(advice).cursor_class
 
     class CheckedConnection:
         """A connection made before activation: its queries run through checked cursors."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import wrapt
 
+from . import loopstart
 from .hotpath import make_handler
 from .loop import note_trio_imported, on_loop_thread, trio_state
 from .methods import make_method
@@ -178,6 +179,7 @@ class Patcher:
                 finally:
                     self._uninstall(list(self._applied.values()))
                     unshadow()
+                    loopstart.uninstall()
 
     def registered(self) -> int:
         """How many targets are known (patched now, or when their module is imported)."""
@@ -203,6 +205,7 @@ class Patcher:
             rebinder.bind((a.original, a.replacement) for a in installed)
         except Exception:  # never fatal: the patched attributes themselves are in place
             logger.exception("blockbuster_lite: could not rebind names bound before activation")
+        loopstart.install()
         for module_name in [*self._targets, "trio"]:
             if module_name not in self._hooked:
                 self._hooked.add(module_name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +238,121 @@ def test_checked_methods_answer_every_argument_count_as_the_originals(
         assert got[0] is expected[0] is TypeError
     else:
         assert got == expected
+
+
+# -- connections bound to a thread that drives no loop: quiet until one starts there ----------
+
+
+def _in_a_thread(fn: Any) -> Any:
+    import threading
+
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def test_a_thread_bound_connection_made_off_the_loop_runs_the_c_methods(database: str) -> None:
+    """No checks at all on a connection no loop can reach yet (a sync endpoint's, a worker's)."""
+
+    def make() -> tuple[type, type, list[tuple[str]]]:
+        conn = sqlite3.connect(database)
+        try:
+            rows = conn.execute("select name from users order by id").fetchall()
+            return type(conn), type(conn.cursor()), rows
+        finally:
+            conn.close()
+
+    with bl.intercept("raise") as guard:
+        connection_class, cursor_class, rows = _in_a_thread(make)
+    assert rows == [("ada",), ("alan",)]
+    assert issubclass(connection_class, sqlite3.Connection) and connection_class is not sqlite3.Connection
+    for name in ("execute", "executemany", "executescript", "commit", "rollback", "backup"):
+        assert getattr(connection_class, name) is getattr(sqlite3.Connection, name), name
+    for name in ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall"):
+        assert getattr(cursor_class, name) is getattr(sqlite3.Cursor, name), name
+    assert guard.violations == []
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_connection_made_before_its_threads_loop_starts_is_caught_on_it(
+    loop: str, database: str
+) -> None:
+    """The module-global connection of an app: made at import, used by the app's loop later."""
+
+    def app() -> list[str]:
+        conn = sqlite3.connect(database)
+        cursor = conn.cursor()
+        try:
+
+            async def endpoint() -> None:
+                conn.execute("select 1").fetchall()
+                cursor.execute("select name from users").fetchone()
+
+            run_on(loop, endpoint)
+        finally:
+            conn.close()
+        return []
+
+    with bl.intercept("log") as guard:
+        _in_a_thread(app)
+    assert calls(guard) == [
+        "sqlite3.Connection.execute(SELECT ...)",
+        "sqlite3.Cursor.fetchall",
+        "sqlite3.Cursor.execute(SELECT ...)",
+        "sqlite3.Cursor.fetchone",
+    ]
+
+
+def test_a_loop_started_while_inactive_still_sees_an_earlier_connection(database: str) -> None:
+    """A quiet connection from an earlier activation, a loop started while nothing was active,
+    a guard entered on that loop: the connection is checked again."""
+    original_hooks = sys.set_asyncgen_hooks
+    with bl.intercept("log"):
+        conn = sqlite3.connect(database)
+        assert sys.set_asyncgen_hooks is not original_hooks  # the loop-start hook is in place
+    assert sys.set_asyncgen_hooks is original_hooks  # and put back exactly
+
+    async def main() -> bl.Guard:
+        with bl.intercept("log") as guard:
+            conn.execute("select 1")
+        return guard
+
+    try:
+        guard = asyncio.run(main())
+    finally:
+        conn.close()
+    assert sys.set_asyncgen_hooks is original_hooks
+    assert calls(guard) == ["sqlite3.Connection.execute(SELECT ...)"]
+
+
+def test_the_loop_start_hook_keeps_the_originals_behaviour() -> None:
+    original = sys.set_asyncgen_hooks
+    before = sys.get_asyncgen_hooks()
+    with bl.intercept("raise"):
+        wrapped = sys.set_asyncgen_hooks
+        assert wrapped.__name__ == original.__name__ and wrapped.__doc__ == original.__doc__
+        assert wrapped.__wrapped__ is original  # type: ignore[attr-defined]
+
+        def firstiter(agen: Any) -> None:
+            pass
+
+        sys.set_asyncgen_hooks(firstiter=firstiter)
+        try:
+            assert sys.get_asyncgen_hooks().firstiter is firstiter
+            with pytest.raises(TypeError):
+                sys.set_asyncgen_hooks(firstiter=1)  # the original's own error
+        finally:
+            sys.set_asyncgen_hooks(*before)
+    assert sys.get_asyncgen_hooks() == before
