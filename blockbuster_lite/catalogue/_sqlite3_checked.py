@@ -159,6 +159,7 @@ class Family:
 _thread_families = threading.local()
 #: Every quiet family: all are checked when the loop-start hook is put in place again.
 _quiet: weakref.WeakSet[Family] = weakref.WeakSet()
+_quiet_lock = _thread.allocate_lock()
 
 
 def thread_family(advice: str) -> Family:
@@ -166,7 +167,8 @@ def thread_family(advice: str) -> Family:
     family: Family | None = getattr(_thread_families, "family", None)
     if family is None or family.retired:
         family = _thread_families.family = Family(advice, checking=False)
-        _quiet.add(family)
+        with _quiet_lock:
+            _quiet.add(family)
     return family
 
 
@@ -177,10 +179,12 @@ def _loop_starting() -> None:
 
 
 def _every_thread() -> None:
-    for family in list(_quiet):
+    with _quiet_lock:
+        families = list(_quiet)
+        _quiet.clear()
+    for family in families:
         family.check()
         family.retired = True
-        _quiet.discard(family)
 
 
 @cache

@@ -211,28 +211,28 @@ def _on_loop_tail(target: Target, original: Any, direct: Any) -> Callable[[Any, 
 def _make_socket_method(target: Target, original: Any) -> Callable[..., Any]:
     """A socket method taking at most three arguments, none by keyword (``send``, ``recv``...).
 
-    Off the loop with trio never imported, one condition decides and the C method runs (a
-    blocking socket in a worker thread, what sync endpoints use: reading ``timeout`` first cost
-    them ~40 ns a call, an unspecialised attribute read). On a loop thread a non-blocking socket
-    (``timeout == 0.0``, what asyncio's and trio's transports use) passes next, before any guard
-    is consulted. Fixed slots and no ``*rest``: CPython calls such a function on its fastest path.
+    A socket in non-blocking mode (``timeout == 0.0``, what asyncio's and trio's transports use)
+    passes first, before anything else is asked: on a loop thread asyncio's
+    ``_get_running_loop()`` costs a ``getpid()`` system call (~150 ns), which every transport
+    call would pay. A blocking socket (``timeout`` None, no float built) then asks whether this
+    thread drives a loop (a sync endpoint's worker: ~30 ns more than asking that first). Fixed
+    slots and no ``*rest``: CPython calls such a function on its fastest path.
     """
     checked = _checked_tail(target, original, depth=3)
 
     def method(self: Any, a: Any = _NO, b: Any = _NO, c: Any = _NO, /) -> Any:
         __tracebackhide__ = True
-        if _get_running_loop() is None and trio_state.run_context is None:
+        try:
+            timeout = self.timeout
+        except Exception:
+            timeout = None
+        if timeout is not None and not timeout:  # 0.0: non-blocking, cannot block
             passes = True
+        elif _get_running_loop() is None:
+            run_context = trio_state.run_context
+            passes = run_context is None or "runner" not in run_context.__dict__
         else:
-            try:
-                passes = self.timeout == 0.0
-            except Exception:
-                passes = False
-            if not passes and _get_running_loop() is None:  # trio imported: is it running here?
-                run_context = trio_state.run_context
-                passes = run_context is None or "runner" not in run_context.__dict__
-            if not passes and not state.guards:  # left behind after the last guard stopped
-                passes = True
+            passes = not state.guards  # left behind after the last guard stopped: inert
         if passes:
             if b is _NO:
                 return original(self) if a is _NO else original(self, a)

@@ -49,20 +49,33 @@ _PRIVATE_VARS = _private_vars()
 _MISSING = object()
 
 
-def _leave_async_library() -> None:
-    # The worker is no async context: sniffio (and the libraries asking it) must not say it is.
+def _sniffio_var() -> contextvars.ContextVar[Any] | None:
     try:
         import sniffio
 
-        sniffio.current_async_library_cvar.set(None)
+        return sniffio.current_async_library_cvar
     except ImportError:
-        pass
+        return None
+
+
+_SNIFFIO_VAR = _sniffio_var()
+
+
+def _leave_async_library() -> None:
+    # The worker is no async context: sniffio (and the libraries asking it) must not say it is.
+    if _SNIFFIO_VAR is not None:
+        _SNIFFIO_VAR.set(None)
 
 
 class _Job:
-    """One call to run in the offload pool, in its own copy of the caller's context."""
+    """One call to run in the offload pool, in its own copy of the caller's context.
 
-    __slots__ = ("args", "call", "context", "elapsed", "files", "finished", "kwargs")
+    Lean on purpose: a burst of offloaded calls holds one job per waiting task, and every
+    object a waiting task keeps alive brings the garbage collector's next pass closer (a full
+    pass over a big application's heap is tens of milliseconds on the loop)."""
+
+    __slots__ = ("args", "call", "context", "elapsed", "files", "finished", "kwargs", "pools",
+                 "submitted")  # fmt: skip
 
     def __init__(
         self,
@@ -79,35 +92,35 @@ class _Job:
         self.kwargs = kwargs
         self.finished = False
         self.elapsed: float | None = None  # how long the call itself ran in the worker
+        self.pools: LoopPools | None = None
+        self.submitted = 0.0
+
+    def in_worker(self) -> Any:
+        try:
+            if self.pools is not None:
+                self.pools.note_wait(time.perf_counter() - self.submitted)
+        except Exception:
+            logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
+        start = time.perf_counter()
+        try:
+            return self.context.run(self.call, *self.args, **self.kwargs)
+        finally:
+            self.elapsed = time.perf_counter() - start
+            self.finished = True
 
     async def run(self) -> Any:
-        pools: LoopPools | None = None
         limiter = None
         try:
-            pools = ensure_pool_monitor()
+            pools = self.pools = ensure_pool_monitor()
             pools.sync_capacity()
             limiter = pools.file_limiter if self.files else pools.offload_limiter
         except Exception:  # a bug of ours must not fail the user's call: anyio's pool then
             logger.exception("blockbuster_lite: offload pool unavailable; using anyio's")
-        submitted = time.perf_counter()
-
-        def in_worker() -> Any:
-            try:
-                if pools is not None:
-                    pools.note_wait(time.perf_counter() - submitted)
-            except Exception:
-                logger.debug("blockbuster_lite: pool wait check failed", exc_info=True)
-            start = time.perf_counter()
-            try:
-                return self.context.run(self.call, *self.args, **self.kwargs)
-            finally:
-                self.elapsed = time.perf_counter() - start
-                self.finished = True
-
+        self.submitted = time.perf_counter()
         if isinstance(limiter, ThreadLane):  # asyncio: one future, one trip through the loop
-            return await limiter.submit(asyncio.get_running_loop(), in_worker)
+            return await limiter.submit(asyncio.get_running_loop(), self.in_worker)
         options: dict[str, Any] = {_ABANDON_ON_CANCEL: True, "limiter": limiter}
-        return await anyio.to_thread.run_sync(in_worker, **options)
+        return await anyio.to_thread.run_sync(self.in_worker, **options)
 
 
 def run_offloaded(
@@ -124,9 +137,9 @@ def run_offloaded(
     ran in the worker (not the wait), when it finished.
     """
     assert greenback is not None
-    before = contextvars.copy_context()
-    work = before.copy()
-    work.run(_leave_async_library)
+    work = contextvars.copy_context()
+    if _SNIFFIO_VAR is not None and work.get(_SNIFFIO_VAR) is not None:
+        work.run(_leave_async_library)
     job = _Job(work, call, args, kwargs, files)
     # The pool machinery runs on the loop in this task; nothing it calls is the user's doing.
     token = reentrant.set(True)
@@ -135,18 +148,17 @@ def run_offloaded(
     finally:
         reentrant.reset(token)
         if job.finished:
-            _bring_back(before, work)
+            _bring_back(work)
             if timing is not None and job.elapsed is not None:
                 timing.append(job.elapsed)
 
 
-def _bring_back(before: contextvars.Context, work: contextvars.Context) -> None:
-    """Set in the task the context variables the call changed in the worker."""
+def _bring_back(work: contextvars.Context) -> None:
+    """Set in the task the context variables the call changed in the worker (the task's own
+    context cannot have changed meanwhile: it was waiting)."""
     try:
         for var, value in work.items():
-            if var not in _PRIVATE_VARS and before.get(var, _MISSING) is not value:
+            if var not in _PRIVATE_VARS and var.get(_MISSING) is not value:
                 var.set(value)
     except Exception:
         logger.exception("blockbuster_lite: could not copy context variables back from a worker")
-
-
