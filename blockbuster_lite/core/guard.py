@@ -172,14 +172,14 @@ class Guard:
     def _drop_fast(self, stopping: bool = False) -> None:
         """Take this guard's counting sites out of the handlers' tables; ``stopping``: and let
         go of them (a site's ``owner`` is this guard: a cycle refcounting alone cannot free)."""
-        if stopping:
-            for site in self._seen_sites():
-                site.owner = None
         fast, self._fast = self._fast, {}
         for (_, lasti), sites in fast.items():
             seen = sites.get(lasti)
             if seen is not None and seen.owner is self:
                 sites.pop(lasti, None)
+        if stopping:  # after the tables: they recognise this guard's sites by their owner
+            for site in self._seen_sites():
+                site.owner = None
 
     def _seen_sites(self) -> list[SeenSite]:
         with self._lock:

@@ -419,3 +419,22 @@ def test_a_stopped_guard_is_freed_by_reference_counting(monkeypatch: pytest.Monk
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_a_stopped_guards_sites_leave_the_handlers_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The patcher keeps a stopped wrapper for the next activation: a stopped guard's counted
+    sites must not stay in its handler's table (each holds its site's first violation)."""
+    monkeypatch.setattr(repeats, "KEPT_PER_SITE", 2)
+
+    def tables(wrapper: Any) -> list[dict[Any, Any]]:
+        cells = wrapper._self_wrapper.__closure__ or ()
+        return [c.cell_contents for c in cells if isinstance(c.cell_contents, dict)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bl.BlockingCallWarning)
+        with bl.intercept("warn") as guard:
+            wrapper = os.stat
+            asyncio.run(stat_task(20))
+            assert any(tables(wrapper))  # the site was counted from the handler's table
+    assert guard.stats()[0].count == 20
+    assert tables(wrapper) and not any(tables(wrapper))
