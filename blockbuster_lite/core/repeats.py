@@ -93,7 +93,7 @@ class SeenSite:
         self.last_log = time.perf_counter()
         self.log_interval = LOG_INTERVAL_S
         #: Log mode: when the next line for this site's repeats is due (never, in other modes).
-        self.next_log = self.last_log + LOG_INTERVAL_S if violation.action is Mode.LOG else math.inf
+        self.next_log = self.last_log + self.log_interval if violation.action is Mode.LOG else math.inf
         self.since_log = 0
         self.blocked_since_log = 0.0
 

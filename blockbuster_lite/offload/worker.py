@@ -34,21 +34,6 @@ _ABANDON_ON_CANCEL = (
 )
 
 
-def _private_vars() -> frozenset[contextvars.ContextVar[Any]]:
-    names: list[contextvars.ContextVar[Any]] = [reentrant, exempt]
-    try:
-        import sniffio
-
-        names.append(sniffio.current_async_library_cvar)
-    except ImportError:
-        pass
-    return frozenset(names)
-
-
-_PRIVATE_VARS = _private_vars()
-_MISSING = object()
-
-
 def _sniffio_var() -> contextvars.ContextVar[Any] | None:
     try:
         import sniffio
@@ -59,6 +44,9 @@ def _sniffio_var() -> contextvars.ContextVar[Any] | None:
 
 
 _SNIFFIO_VAR = _sniffio_var()
+#: Never copied back from a worker: ours, and sniffio's (the worker is no async context).
+_PRIVATE_VARS = frozenset(v for v in (reentrant, exempt, _SNIFFIO_VAR) if v is not None)
+_MISSING = object()
 
 
 def _leave_async_library() -> None:
